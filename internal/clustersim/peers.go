@@ -1,0 +1,141 @@
+package clustersim
+
+import (
+	"encoding/json"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Membership views lag like the real monitor: a crdt peer is listed only
+// after contactLag of continuous contact, and contact older than contactTTL
+// counts as lost.
+const (
+	contactLag = time.Second
+	contactTTL = 2500 * time.Millisecond
+)
+
+// contact is what this peer knows of another, keyed by its cluster address.
+type contact struct {
+	addr      Addr
+	id        string
+	rpc       string
+	info      json.RawMessage // the other's own /id object
+	firstSeen time.Time
+	lastSeen  time.Time
+	cursor    syncCursor
+}
+
+type syncCursor struct {
+	epoch string
+	last  uint64
+}
+
+// peerBook tracks known cluster addresses and contact with them.
+type peerBook struct {
+	mu       sync.Mutex
+	self     string
+	contacts map[string]*contact // by host:port
+}
+
+func newPeerBook(self string) *peerBook {
+	return &peerBook{self: self, contacts: map[string]*contact{}}
+}
+
+// learn records a cluster address (full /p2p form or not).
+func (b *peerBook) learn(ma string) {
+	a, err := ParseAddr(ma)
+	if err != nil || a.PeerID == b.self {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c, ok := b.contacts[a.HostPort()]; ok {
+		if c.id == "" {
+			c.id = a.PeerID
+		}
+		return
+	}
+	b.contacts[a.HostPort()] = &contact{addr: a, id: a.PeerID}
+}
+
+// seen records an answer from the peer at hostport.
+func (b *peerBook) seen(hostport, id, rpc string, info json.RawMessage, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c, ok := b.contacts[hostport]
+	if !ok {
+		return
+	}
+	if c.id != id || now.Sub(c.lastSeen) > contactTTL {
+		c.firstSeen = now
+	}
+	c.id, c.rpc, c.lastSeen = id, rpc, now
+	if info != nil {
+		c.info = info
+	}
+}
+
+func (b *peerBook) cursor(hostport string) syncCursor {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c, ok := b.contacts[hostport]; ok {
+		return c.cursor
+	}
+	return syncCursor{}
+}
+
+func (b *peerBook) setCursor(hostport string, cur syncCursor) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c, ok := b.contacts[hostport]; ok {
+		c.cursor = cur
+	}
+}
+
+// all lists every known address.
+func (b *peerBook) all() []Addr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]Addr, 0, len(b.contacts))
+	for _, c := range b.contacts {
+		a := c.addr
+		a.PeerID = c.id
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].HostPort() < out[j].HostPort() })
+	return out
+}
+
+// addrOf finds the cluster address of a peer ID.
+func (b *peerBook) addrOf(id string) (Addr, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range b.contacts {
+		if c.id == id {
+			a := c.addr
+			a.PeerID = id
+			return a, true
+		}
+	}
+	return Addr{}, false
+}
+
+// alive lists the contacts heard from within contactTTL; lagged keeps only
+// those in contact for at least contactLag.
+func (b *peerBook) alive(now time.Time, lagged bool) []contact {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []contact
+	for _, c := range b.contacts {
+		if c.id == "" || now.Sub(c.lastSeen) > contactTTL {
+			continue
+		}
+		if lagged && now.Sub(c.firstSeen) < contactLag {
+			continue
+		}
+		out = append(out, *c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}

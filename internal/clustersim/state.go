@@ -1,0 +1,218 @@
+package clustersim
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// backend makes the pinset durable. Contract: Append returns only once the
+// entries (and membership, when not nil) survive a crash; Close is called at
+// a clean shutdown only, after the last Append.
+type backend interface {
+	Append(entries []Entry, m *Membership) error
+	Close() error
+}
+
+// loadedState is what a backend found on disk.
+type loadedState struct {
+	Epoch      string
+	Entries    []Entry
+	Membership *Membership
+}
+
+// pinState is a peer's replicated pinset in memory, mirrored to a backend.
+// Every change goes through apply, which keeps clock, seq and disk in step.
+type pinState struct {
+	mu         sync.Mutex
+	entries    map[string]Entry
+	membership Membership
+	clock      uint64
+	seq        uint64
+	// bySeq[i] is the CID stored with seq i+1, so pulls of recent changes
+	// cost what changed, not the whole pinset.
+	bySeq []string
+	epoch string
+	store backend
+}
+
+func newEpoch() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func newPinState(ls loadedState, store backend) *pinState {
+	s := &pinState{entries: make(map[string]Entry, len(ls.Entries)), epoch: ls.Epoch, store: store}
+	if s.epoch == "" {
+		s.epoch = newEpoch()
+	}
+	for _, e := range reduce(ls.Entries) {
+		s.clock = max(s.clock, e.Clock)
+		s.entries[e.CID] = e
+	}
+	for _, e := range sortedValues(s.entries) {
+		s.seq++
+		e.Seq = s.seq
+		s.entries[e.CID] = e
+		s.bySeq = append(s.bySeq, e.CID)
+	}
+	if ls.Membership != nil {
+		s.membership = ls.Membership.clone()
+		s.clock = max(s.clock, s.membership.Clock)
+	}
+	return s
+}
+
+// stampLocal applies a change made on this peer: it gets the next clock.
+func (s *pinState) stampLocal(e Entry, origin string) (Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clock++
+	e.Clock, e.Origin = s.clock, origin
+	if err := s.applyLocked([]Entry{e}, nil); err != nil {
+		return Entry{}, err
+	}
+	return s.entries[e.CID], nil
+}
+
+// merge applies entries and membership from another peer; it returns how
+// many entries changed this peer's state.
+func (s *pinState) merge(in []Entry, m *Membership) (int, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var changed []Entry
+	for _, e := range in {
+		if old, ok := s.entries[e.CID]; ok && !e.newer(old) {
+			continue
+		}
+		changed = append(changed, e)
+	}
+	var newM *Membership
+	if m != nil && m.Peers != nil && (m.newer(s.membership) || len(s.membership.Peers) == 0) {
+		c := m.clone()
+		newM = &c
+	}
+	if len(changed) == 0 && newM == nil {
+		return 0, false, nil
+	}
+	return len(changed), newM != nil, s.applyLocked(changed, newM)
+}
+
+func (s *pinState) applyLocked(in []Entry, m *Membership) error {
+	for i := range in {
+		s.seq++
+		in[i].Seq = s.seq
+		s.clock = max(s.clock, in[i].Clock)
+	}
+	if m != nil {
+		s.clock = max(s.clock, m.Clock)
+	}
+	if err := s.store.Append(in, m); err != nil {
+		return fmt.Errorf("persisting %d pinset changes: %w", len(in), err)
+	}
+	for _, e := range in {
+		s.entries[e.CID] = e
+		s.bySeq = append(s.bySeq, e.CID)
+	}
+	if m != nil {
+		s.membership = m.clone()
+	}
+	return nil
+}
+
+// setMembership records a membership decided on this peer.
+func (s *pinState) setMembership(peers map[string]string, origin string) (Membership, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clock++
+	m := Membership{Peers: peers, Clock: s.clock, Origin: origin}
+	if err := s.applyLocked(nil, &m); err != nil {
+		return Membership{}, err
+	}
+	return m.clone(), nil
+}
+
+// initMembership records the peerset formed at first start. It carries
+// clock 0 so that peers forming the same cluster do not churn over whose
+// copy wins; any later change supersedes it.
+func (s *pinState) initMembership(peers map[string]string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.applyLocked(nil, &Membership{Peers: peers})
+}
+
+func (s *pinState) getMembership() Membership {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.membership.clone()
+}
+
+// since lists entries stored after seq, oldest first, at most limit.
+func (s *pinState) since(seq uint64, limit int) (epoch string, out []Entry, last uint64, more bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := seq; i < uint64(len(s.bySeq)); i++ {
+		e := s.entries[s.bySeq[i]]
+		if e.Seq != i+1 {
+			continue // superseded by a later change
+		}
+		if len(out) == limit {
+			more = true
+			break
+		}
+		out = append(out, e)
+	}
+	last = seq
+	if len(out) > 0 {
+		last = out[len(out)-1].Seq
+	}
+	return s.epoch, out, last, more
+}
+
+// live lists the pins (not removed), sorted by CID.
+func (s *pinState) live() []Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return liveOf(s.entries)
+}
+
+func (s *pinState) get(c string) (Entry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[c]
+	return e, ok && !e.Deleted
+}
+
+func liveOf(m map[string]Entry) []Entry {
+	out := make([]Entry, 0, len(m))
+	for _, e := range m {
+		if !e.Deleted {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CID < out[j].CID })
+	return out
+}
+
+// reduce folds entries read in order into the winning one per CID.
+func reduce(in []Entry) map[string]Entry {
+	m := make(map[string]Entry, len(in))
+	for _, e := range in {
+		if old, ok := m[e.CID]; !ok || e.newer(old) {
+			m[e.CID] = e
+		}
+	}
+	return m
+}
+
+func sortEntriesBySeq(es []Entry) {
+	sort.Slice(es, func(i, j int) bool {
+		if es[i].Seq != es[j].Seq {
+			return es[i].Seq < es[j].Seq
+		}
+		return es[i].CID < es[j].CID
+	})
+}
