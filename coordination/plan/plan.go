@@ -1,0 +1,209 @@
+// Package plan is the replicated state of the upgrade daemons: the hosts that
+// take part, the upgrade plans, and each host's progress through a plan.
+//
+// State.Apply is the only place this state changes. It is deterministic: it
+// reads no clock and no randomness of its own (the time of each command is the
+// raft log entry's, stamped by the leader), so every daemon that applies the
+// same log reaches the same state. Side effects (stopping peers, swapping
+// binaries) happen outside, in sidecar/agent, which watches this state.
+package plan
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Procedure is how the peers are moved to the target version.
+type Procedure string
+
+const (
+	// Standard stops every peer together, swaps, migrates and starts them together.
+	Standard Procedure = "standard"
+	// Bootstrap removes peers one by one, upgrades a survivor and rejoins the others to it.
+	Bootstrap Procedure = "bootstrap"
+)
+
+// Phase is where a whole plan stands.
+type Phase string
+
+const (
+	PhasePreparing      Phase = "preparing"       // hosts stage binaries and back up state; nothing stopped yet
+	PhaseSwitching      Phase = "switching"       // hosts stop, swap, migrate and start at SwitchAt, then verify
+	PhaseDone           Phase = "done"            // every host verified on the target version
+	PhaseFailed         Phase = "failed"          // failed before anything was stopped; nothing to undo
+	PhaseRollingBack    Phase = "rolling-back"    // hosts return to their previous version and state
+	PhaseRolledBack     Phase = "rolled-back"     // every host verified back on its previous version
+	PhaseRollbackFailed Phase = "rollback-failed" // some host could not be proven back: an operator must look
+)
+
+// Terminal reports whether no further step will be taken in this phase.
+func (p Phase) Terminal() bool {
+	switch p {
+	case PhaseDone, PhaseFailed, PhaseRolledBack, PhaseRollbackFailed:
+		return true
+	}
+	return false
+}
+
+// Step is where one host stands within a plan.
+type Step string
+
+const (
+	StepPending     Step = "pending"      // nothing done yet
+	StepPreparing   Step = "preparing"    // fetching, verifying, backing up
+	StepPrepared    Step = "prepared"     // ready to switch
+	StepStopping    Step = "stopping"     // stopping the peer and taking the offline backups
+	StepSwapping    Step = "swapping"     // switching binaries and running migrations
+	StepStarting    Step = "starting"     // new version started, waiting for it to be healthy
+	StepVerified    Step = "verified"     // target version, full pinset, all peers seen
+	StepFailed      Step = "failed"       // this host failed its part; Error says why
+	StepRollingBack Step = "rolling-back" // returning to the previous version
+	StepRolledBack  Step = "rolled-back"  // back on the previous version, verified
+	StepRollbackErr Step = "rollback-failed"
+)
+
+// Artifact is one file to fetch: a binary or a release tarball, with its mandatory sha256.
+type Artifact struct {
+	Source string `json:"source"`
+	SHA256 string `json:"sha256"`
+}
+
+// Announcement is the signed request of an operator to move the cluster to a version.
+type Announcement struct {
+	ID             string     `json:"id"` // random, unique: the replay key
+	Version        string     `json:"version"`
+	Artifacts      []Artifact `json:"artifacts"`
+	Procedure      Procedure  `json:"procedure"`
+	AllowDowngrade bool       `json:"allow_downgrade,omitempty"`
+	IssuedAt       time.Time  `json:"issued_at"`
+	ExpiresAt      time.Time  `json:"expires_at"`
+}
+
+// Validate checks what can be checked without the cluster's state.
+func (a *Announcement) Validate() error {
+	switch {
+	case a.ID == "":
+		return fmt.Errorf("announcement has no id")
+	case a.Version == "":
+		return fmt.Errorf("announcement has no target version")
+	case len(a.Artifacts) == 0:
+		return fmt.Errorf("announcement has no artifact")
+	case a.ExpiresAt.IsZero() || a.IssuedAt.IsZero():
+		return fmt.Errorf("announcement has no issue or expiry time")
+	case !a.ExpiresAt.After(a.IssuedAt):
+		return fmt.Errorf("announcement expires (%s) before it was issued (%s)", a.ExpiresAt, a.IssuedAt)
+	}
+	switch a.Procedure {
+	case Standard, Bootstrap:
+	default:
+		return fmt.Errorf("unknown procedure %q (want standard or bootstrap)", a.Procedure)
+	}
+	for i, art := range a.Artifacts {
+		if art.Source == "" {
+			return fmt.Errorf("artifact %d has no source", i+1)
+		}
+		if !isSHA256Hex(art.SHA256) {
+			return fmt.Errorf("artifact %s: sha256 must be 64 hex characters, got %q", art.Source, art.SHA256)
+		}
+	}
+	return nil
+}
+
+func isSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// Host is a daemon taking part in the cluster, and the cluster peer beside it.
+type Host struct {
+	ID          string    `json:"id"`           // the daemon's peer ID
+	ClusterPeer string    `json:"cluster_peer"` // the IPFS Cluster peer ID beside it
+	Name        string    `json:"name,omitempty"`
+	Addrs       []string  `json:"addrs,omitempty"`
+	Version     string    `json:"version,omitempty"` // cluster version it last reported
+	Consensus   string    `json:"consensus,omitempty"`
+	Updated     time.Time `json:"updated"`
+}
+
+// HostProgress is one host's state within a plan.
+type HostProgress struct {
+	Step        Step      `json:"step"`
+	FromVersion string    `json:"from_version,omitempty"` // version before the plan: the rollback target
+	Version     string    `json:"version,omitempty"`      // version last seen running
+	Pins        int       `json:"pins"`                   // pins last counted
+	BackupPins  int       `json:"backup_pins"`            // pins in the verified live backup
+	Error       string    `json:"error,omitempty"`        // last error, kept after recovery for the record
+	Detail      string    `json:"detail,omitempty"`       // what the host is doing, in words
+	Updated     time.Time `json:"updated"`
+	StepStarted time.Time `json:"step_started"`
+}
+
+// Plan is one upgrade, from announcement to its end.
+type Plan struct {
+	Announcement
+	Signer   string                   `json:"signer"`
+	Phase    Phase                    `json:"phase"`
+	Reason   string                   `json:"reason,omitempty"` // why the plan is in its phase (failures)
+	Created  time.Time                `json:"created"`
+	Updated  time.Time                `json:"updated"`
+	Deadline time.Time                `json:"deadline"`            // of the current phase
+	SwitchAt time.Time                `json:"switch_at,omitempty"` // when every host stops, in switching
+	Hosts    map[string]*HostProgress `json:"hosts"`
+	Timeouts Timeouts                 `json:"timeouts"`
+}
+
+// Timeouts bound each phase of a plan; a host silent past one causes failure or rollback.
+type Timeouts struct {
+	Prepare  time.Duration `json:"prepare"`
+	Switch   time.Duration `json:"switch"` // from SwitchAt to every host verified
+	Rollback time.Duration `json:"rollback"`
+	Barrier  time.Duration `json:"barrier"` // delay between commit of the switch and the stop, for every host to learn it
+}
+
+// DefaultTimeouts are used when a plan is proposed without its own.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{Prepare: 10 * time.Minute, Switch: 5 * time.Minute, Rollback: 5 * time.Minute, Barrier: 300 * time.Millisecond}
+}
+
+// HostIDs returns the plan's hosts in a stable order.
+func (p *Plan) HostIDs() []string {
+	ids := make([]string, 0, len(p.Hosts))
+	for id := range p.Hosts {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Clone returns a deep copy, safe to hand to readers outside the FSM lock.
+func (p *Plan) Clone() *Plan {
+	c := *p
+	c.Artifacts = append([]Artifact(nil), p.Artifacts...)
+	c.Hosts = make(map[string]*HostProgress, len(p.Hosts))
+	for id, h := range p.Hosts {
+		hc := *h
+		c.Hosts[id] = &hc
+	}
+	return &c
+}
+
+// Succeeded reports whether the plan ended with every host verified on the target.
+func (p *Plan) Succeeded() bool {
+	if p.Phase != PhaseDone {
+		return false
+	}
+	for _, h := range p.Hosts {
+		if h.Step != StepVerified {
+			return false
+		}
+	}
+	return true
+}

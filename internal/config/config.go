@@ -1,0 +1,262 @@
+// Package config is upgraded's own configuration: upgraded.json in the config
+// folder, shaped to look at home next to IPFS Cluster's service.json
+// (durations as strings, sections per component, Default/Validate/JSON).
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/multiformats/go-multiaddr"
+)
+
+// FileName is the configuration file inside the config folder.
+const FileName = "upgraded.json"
+
+// Runner kinds.
+const (
+	RunnerExec    = "exec"
+	RunnerSystemd = "systemd"
+	RunnerDocker  = "docker"
+)
+
+// Config is everything a daemon needs to know. Paths are absolute once loaded.
+type Config struct {
+	Dir string `json:"-"` // the config folder itself
+
+	ClusterConfig string   // IPFS Cluster config folder (service.json, identity.json, state)
+	Listen        []string // multiaddrs of the daemons' swarm
+	Bootstrap     []string // other daemons to join (full /p2p multiaddrs); empty: found a new group
+	Trust         []string // peer IDs whose signed announcements are accepted
+
+	Runner Runner
+
+	Timeouts Timeouts
+	// AnnouncementTTL is how long an announcement stays valid after signing.
+	AnnouncementTTL time.Duration
+	// StopPeerOnExit stops the cluster peer when the daemon exits (exec runner).
+	// Off by default: stopping upgraded never takes the cluster down.
+	StopPeerOnExit bool
+	// LogFormat is "console" or "json".
+	LogFormat string
+}
+
+// Runner says how the cluster peer is run on this host.
+type Runner struct {
+	Type        string        // exec, systemd or docker
+	Unit        string        // systemd unit, for the systemd runner
+	StopTimeout time.Duration // SIGTERM, then SIGKILL after this
+}
+
+// Timeouts bound each phase of a plan.
+type Timeouts struct {
+	Prepare  time.Duration
+	Switch   time.Duration
+	Rollback time.Duration
+	Barrier  time.Duration // delay from the switch's commit to the common stop, for every host to learn it
+	Verify   time.Duration // how long a started peer has to prove itself healthy
+}
+
+// Default returns a configuration for dir with every default set.
+func Default(dir string) *Config {
+	return &Config{
+		Dir:    dir,
+		Listen: []string{"/ip4/0.0.0.0/tcp/9099"},
+		Runner: Runner{Type: RunnerExec, Unit: "ipfs-cluster.service", StopTimeout: 30 * time.Second},
+		Timeouts: Timeouts{Prepare: 10 * time.Minute, Switch: 5 * time.Minute, Rollback: 5 * time.Minute,
+			Barrier: 300 * time.Millisecond, Verify: 2 * time.Minute},
+		AnnouncementTTL: time.Hour,
+		LogFormat:       "console",
+	}
+}
+
+// Validate checks the configuration and says what is wrong in words.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.ClusterConfig == "" {
+		errs = append(errs, errors.New("cluster_config: the IPFS Cluster config folder is required"))
+	}
+	if len(c.Listen) == 0 {
+		errs = append(errs, errors.New("listen_multiaddress: at least one address is required"))
+	}
+	for _, a := range c.Listen {
+		if _, err := multiaddr.NewMultiaddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("listen_multiaddress %q: %w", a, err))
+		}
+	}
+	for _, a := range c.Bootstrap {
+		if _, err := multiaddr.NewMultiaddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("bootstrap %q: %w", a, err))
+		}
+	}
+	switch c.Runner.Type {
+	case RunnerExec, RunnerSystemd:
+	case RunnerDocker:
+		errs = append(errs, errors.New("runner.type docker: not available in this build yet"))
+	default:
+		errs = append(errs, fmt.Errorf("runner.type %q: want exec or systemd", c.Runner.Type))
+	}
+	if c.Runner.Type == RunnerSystemd && c.Runner.Unit == "" {
+		errs = append(errs, errors.New("runner.unit: the systemd runner needs a unit name"))
+	}
+	for name, d := range map[string]time.Duration{"prepare": c.Timeouts.Prepare, "switch": c.Timeouts.Switch,
+		"rollback": c.Timeouts.Rollback, "verify": c.Timeouts.Verify, "runner.stop_timeout": c.Runner.StopTimeout,
+		"announcement_ttl": c.AnnouncementTTL} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be a positive duration", name))
+		}
+	}
+	if c.Timeouts.Barrier < 0 {
+		errs = append(errs, errors.New("timeouts.barrier: must not be negative"))
+	}
+	if c.LogFormat != "console" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("log_format %q: want console or json", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// Paths inside the config folder.
+func (c *Config) IdentityFile() string { return filepath.Join(c.Dir, "identity.key") }
+func (c *Config) RaftDir() string      { return filepath.Join(c.Dir, "raft") }
+func (c *Config) BinDir() string       { return filepath.Join(c.Dir, "bin") }
+func (c *Config) BackupDir() string    { return filepath.Join(c.Dir, "backups") }
+func (c *Config) JournalDir() string   { return filepath.Join(c.Dir, "journal") }
+func (c *Config) StagingDir() string   { return filepath.Join(c.Dir, "staging") }
+func (c *Config) RunDir() string       { return filepath.Join(c.Dir, "run") }
+func (c *Config) SocketPath() string   { return filepath.Join(c.Dir, "upgraded.sock") }
+func (c *Config) LogDir() string       { return filepath.Join(c.Dir, "log") }
+
+type jsonConfig struct {
+	ClusterConfig   string       `json:"cluster_config"`
+	Listen          []string     `json:"listen_multiaddress"`
+	Bootstrap       []string     `json:"bootstrap"`
+	Trust           []string     `json:"trusted_signers"`
+	Runner          jsonRunner   `json:"runner"`
+	Timeouts        jsonTimeouts `json:"timeouts"`
+	AnnouncementTTL string       `json:"announcement_ttl"`
+	StopPeerOnExit  bool         `json:"stop_peer_on_exit"`
+	LogFormat       string       `json:"log_format"`
+}
+
+type jsonRunner struct {
+	Type        string `json:"type"`
+	Unit        string `json:"unit,omitempty"`
+	StopTimeout string `json:"stop_timeout"`
+}
+
+type jsonTimeouts struct {
+	Prepare  string `json:"prepare"`
+	Switch   string `json:"switch"`
+	Rollback string `json:"rollback"`
+	Barrier  string `json:"barrier"`
+	Verify   string `json:"verify"`
+}
+
+// ToJSON renders the configuration as upgraded.json.
+func (c *Config) ToJSON() ([]byte, error) {
+	j := jsonConfig{ClusterConfig: c.ClusterConfig, Listen: c.Listen, Bootstrap: nonNil(c.Bootstrap), Trust: nonNil(c.Trust),
+		Runner: jsonRunner{Type: c.Runner.Type, Unit: c.Runner.Unit, StopTimeout: c.Runner.StopTimeout.String()},
+		Timeouts: jsonTimeouts{Prepare: c.Timeouts.Prepare.String(), Switch: c.Timeouts.Switch.String(),
+			Rollback: c.Timeouts.Rollback.String(), Barrier: c.Timeouts.Barrier.String(), Verify: c.Timeouts.Verify.String()},
+		AnnouncementTTL: c.AnnouncementTTL.String(), StopPeerOnExit: c.StopPeerOnExit, LogFormat: c.LogFormat}
+	return json.MarshalIndent(j, "", "  ")
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// LoadJSON reads upgraded.json content over the defaults: absent keys keep them.
+func (c *Config) LoadJSON(b []byte) error {
+	var j jsonConfig
+	if err := json.Unmarshal(b, &j); err != nil {
+		return fmt.Errorf("decoding %s: %w", FileName, err)
+	}
+	c.ClusterConfig = j.ClusterConfig
+	if len(j.Listen) > 0 {
+		c.Listen = j.Listen
+	}
+	c.Bootstrap, c.Trust = j.Bootstrap, j.Trust
+	if j.Runner.Type != "" {
+		c.Runner.Type = j.Runner.Type
+	}
+	if j.Runner.Unit != "" {
+		c.Runner.Unit = j.Runner.Unit
+	}
+	c.StopPeerOnExit = j.StopPeerOnExit
+	if j.LogFormat != "" {
+		c.LogFormat = j.LogFormat
+	}
+	for _, d := range []struct {
+		name string
+		in   string
+		out  *time.Duration
+	}{
+		{"runner.stop_timeout", j.Runner.StopTimeout, &c.Runner.StopTimeout},
+		{"timeouts.prepare", j.Timeouts.Prepare, &c.Timeouts.Prepare},
+		{"timeouts.switch", j.Timeouts.Switch, &c.Timeouts.Switch},
+		{"timeouts.rollback", j.Timeouts.Rollback, &c.Timeouts.Rollback},
+		{"timeouts.barrier", j.Timeouts.Barrier, &c.Timeouts.Barrier},
+		{"timeouts.verify", j.Timeouts.Verify, &c.Timeouts.Verify},
+		{"announcement_ttl", j.AnnouncementTTL, &c.AnnouncementTTL},
+	} {
+		if d.in == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.in)
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", d.name, d.in, err)
+		}
+		*d.out = v
+	}
+	return nil
+}
+
+// Load reads dir/upgraded.json, applies defaults and validates.
+func Load(dir string) (*Config, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("resolving config folder %s: %w", dir, err)
+	}
+	b, err := os.ReadFile(filepath.Join(abs, FileName))
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration (run `upgraded init` first?): %w", err)
+	}
+	c := Default(abs)
+	if err := c.LoadJSON(b); err != nil {
+		return nil, err
+	}
+	if c.ClusterConfig != "" && !filepath.IsAbs(c.ClusterConfig) {
+		c.ClusterConfig = filepath.Join(abs, c.ClusterConfig)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration in %s: %w", filepath.Join(abs, FileName), err)
+	}
+	return c, nil
+}
+
+// Save writes the configuration atomically to its folder.
+func (c *Config) Save() error {
+	b, err := c.ToJSON()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+		return fmt.Errorf("creating config folder: %w", err)
+	}
+	tmp := filepath.Join(c.Dir, "."+FileName+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("writing configuration: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(c.Dir, FileName)); err != nil {
+		return fmt.Errorf("writing configuration: %w", err)
+	}
+	return nil
+}
