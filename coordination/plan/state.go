@@ -11,13 +11,14 @@ import (
 
 // Sentinel errors that callers branch on. Apply wraps them with detail.
 var (
-	ErrPlanActive = errors.New("another plan is in progress")
-	ErrReplayed   = errors.New("announcement already seen")
-	ErrExpired    = errors.New("announcement expired")
-	ErrDowngrade  = errors.New("target version is older than the running version")
-	ErrNoHosts    = errors.New("no hosts registered")
-	ErrNoPlan     = errors.New("no such plan")
-	ErrNotInPlan  = errors.New("host is not part of the plan")
+	ErrPlanActive  = errors.New("another plan is in progress")
+	ErrReplayed    = errors.New("announcement already seen")
+	ErrExpired     = errors.New("announcement expired")
+	ErrDowngrade   = errors.New("target version is older than the running version")
+	ErrNoHosts     = errors.New("no hosts registered")
+	ErrNoPlan      = errors.New("no such plan")
+	ErrNotInPlan   = errors.New("host is not part of the plan")
+	ErrUnsupported = errors.New("procedure not supported")
 )
 
 // Op names a command.
@@ -120,6 +121,9 @@ func (s *State) register(h *Host, at time.Time) error {
 func (s *State) CheckAnnouncement(a *Announcement, at time.Time) error {
 	if err := a.Validate(); err != nil {
 		return err
+	}
+	if a.Procedure != Standard {
+		return fmt.Errorf("%w: %s (only the standard procedure is carried out by this release)", ErrUnsupported, a.Procedure)
 	}
 	if _, ok := s.Plans[a.ID]; ok {
 		return fmt.Errorf("%w: plan %s exists", ErrReplayed, a.ID)

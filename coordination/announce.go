@@ -1,0 +1,178 @@
+package coordination
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/zap"
+
+	"github.com/upgraded/upgraded/coordination/envelope"
+	"github.com/upgraded/upgraded/coordination/plan"
+)
+
+// Topics and envelope types of the daemons' swarm.
+const (
+	AnnounceTopic = "/upgraded/announce/1"
+	ProgressTopic = "/upgraded/progress/1"
+	AnnounceType  = "upgraded/announcement/v1"
+	ProgressType  = "upgraded/progress/v1"
+)
+
+// NewAnnouncement fills an announcement's id and validity window.
+func NewAnnouncement(version string, arts []plan.Artifact, proc plan.Procedure, allowDowngrade bool, now time.Time, ttl time.Duration) (*plan.Announcement, error) {
+	id := make([]byte, 12)
+	if _, err := rand.Read(id); err != nil {
+		return nil, fmt.Errorf("making an announcement id: %w", err)
+	}
+	a := &plan.Announcement{ID: hex.EncodeToString(id), Version: version, Artifacts: arts, Procedure: proc,
+		AllowDowngrade: allowDowngrade, IssuedAt: now.UTC(), ExpiresAt: now.UTC().Add(ttl)}
+	return a, a.Validate()
+}
+
+// SealAnnouncement signs an announcement with an operator key.
+func SealAnnouncement(key crypto.PrivKey, a *plan.Announcement) ([]byte, error) {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return nil, fmt.Errorf("encoding announcement: %w", err)
+	}
+	return envelope.Seal(key, AnnounceType, b)
+}
+
+// ErrNotTrusted is returned for announcements that fail signature or trust checks.
+var ErrNotTrusted = errors.New("announcement not trusted")
+
+// openAnnouncement verifies an announcement envelope against the trusted
+// signers and the clock. It does not look at the plan state.
+func (c *Coordinator) openAnnouncement(data []byte, now time.Time) (*plan.Announcement, peer.ID, error) {
+	payload, signer, err := envelope.Open(data, AnnounceType, c.trusted)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %w", ErrNotTrusted, err)
+	}
+	var a plan.Announcement
+	if err := json.Unmarshal(payload, &a); err != nil {
+		return nil, signer, fmt.Errorf("malformed announcement from %s: %w", signer, err)
+	}
+	if err := a.Validate(); err != nil {
+		return nil, signer, fmt.Errorf("malformed announcement from %s: %w", signer, err)
+	}
+	if !now.Before(a.ExpiresAt) {
+		return nil, signer, fmt.Errorf("%w: announcement %s from %s expired at %s", plan.ErrExpired, a.ID, signer, a.ExpiresAt.Format(time.RFC3339))
+	}
+	if a.IssuedAt.After(now.Add(c.cfg.ClockSkew)) {
+		return nil, signer, fmt.Errorf("announcement %s from %s is issued in the future (%s)", a.ID, signer, a.IssuedAt.Format(time.RFC3339))
+	}
+	return &a, signer, nil
+}
+
+// validateAnnouncement is the pubsub validator: forged, untrusted and malformed
+// announcements are rejected (the sender's score drops); expired and replayed
+// ones are ignored. Every refusal is logged with its reason.
+func (c *Coordinator) validateAnnouncement(_ context.Context, from peer.ID, data []byte) pubsub.ValidationResult {
+	a, signer, err := c.openAnnouncement(data, c.cfg.Clock())
+	if err != nil {
+		c.log.Warn("announcement refused", zap.Stringer("from", from), zap.String("signer", signer.String()), zap.Error(err))
+		if errors.Is(err, plan.ErrExpired) {
+			return pubsub.ValidationIgnore
+		}
+		return pubsub.ValidationReject
+	}
+	if c.seen(a.ID) {
+		c.log.Debug("announcement already handled", zap.String("plan", a.ID), zap.Stringer("from", from))
+		return pubsub.ValidationIgnore
+	}
+	return pubsub.ValidationAccept
+}
+
+// seen reports whether the plan state already holds the announcement: as a
+// plan or as a refusal. Such a message is a replay.
+func (c *Coordinator) seen(id string) bool {
+	var ok bool
+	c.cfg.FSM.View(func(s *plan.State) {
+		_, p := s.Plans[id]
+		_, r := s.Rejected[id]
+		ok = p || r
+	})
+	return ok
+}
+
+// Announce takes a signed announcement from the local operator: it checks it
+// at once (so the operator gets the reason of a refusal), then publishes it to
+// every daemon; the raft leader turns it into a plan.
+func (c *Coordinator) Announce(ctx context.Context, data []byte) (*plan.Announcement, error) {
+	now := c.cfg.Clock()
+	a, signer, err := c.openAnnouncement(data, now)
+	if err != nil {
+		c.log.Warn("announcement refused", zap.String("signer", signer.String()), zap.Error(err))
+		return nil, err
+	}
+	if c.seen(a.ID) {
+		return nil, fmt.Errorf("%w: %s", plan.ErrReplayed, a.ID)
+	}
+	var cerr error
+	c.cfg.FSM.View(func(s *plan.State) { cerr = s.CheckAnnouncement(a, now) })
+	if cerr != nil {
+		c.log.Warn("announcement refused", zap.String("plan", a.ID), zap.String("signer", signer.String()), zap.Error(cerr))
+		return nil, cerr
+	}
+	if err := c.announce.Publish(ctx, data); err != nil {
+		return nil, fmt.Errorf("publishing announcement: %w", err)
+	}
+	c.log.Info("announcement published", zap.String("plan", a.ID), zap.String("version", a.Version), zap.String("signer", signer.String()))
+	return a, nil
+}
+
+// Republish sends an accepted announcement again, for when no leader took it
+// (an election was under way).
+func (c *Coordinator) Republish(ctx context.Context, data []byte) error {
+	return c.announce.Publish(ctx, data)
+}
+
+// handleAnnouncement runs on every daemon for every accepted announcement; only
+// the raft leader acts on it.
+func (c *Coordinator) handleAnnouncement(ctx context.Context, data []byte) {
+	if !c.cfg.Raft.IsLeader() {
+		return
+	}
+	now := c.cfg.Clock()
+	a, signer, err := c.openAnnouncement(data, now)
+	if err != nil || c.seen(a.ID) {
+		return
+	}
+	members, err := c.cfg.Raft.Members()
+	if err != nil {
+		c.log.Error("listing the daemons before proposing a plan", zap.Error(err))
+		return
+	}
+	var cerr error
+	hosts := make([]string, 0, len(members))
+	c.cfg.FSM.View(func(s *plan.State) {
+		cerr = s.CheckAnnouncement(a, now)
+		for _, m := range members {
+			if _, ok := s.Hosts[m.String()]; !ok && cerr == nil {
+				cerr = fmt.Errorf("daemon %s has joined but not registered its host yet; announce again shortly", m)
+			}
+			hosts = append(hosts, m.String())
+		}
+	})
+	cmd := plan.Command{Op: plan.OpPropose, Announcement: a, Signer: signer.String(), Timeouts: &c.cfg.Timeouts, HostIDs: hosts}
+	if cerr != nil {
+		c.log.Warn("announcement refused", zap.String("plan", a.ID), zap.String("signer", signer.String()), zap.Error(cerr))
+		cmd = plan.Command{Op: plan.OpReject, Announcement: a, Reason: cerr.Error()}
+	}
+	if _, err := c.cfg.Raft.Apply(ctx, cmd.Encode()); err != nil {
+		c.log.Error("recording the announcement in the plan state", zap.String("plan", a.ID), zap.Error(err))
+		return
+	}
+	if cerr == nil {
+		c.log.Info("plan proposed", zap.String("plan", a.ID), zap.String("version", a.Version),
+			zap.String("procedure", string(a.Procedure)), zap.Int("hosts", len(hosts)), zap.String("signer", signer.String()))
+	}
+}

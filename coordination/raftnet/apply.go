@@ -1,0 +1,131 @@
+package raftnet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/zap"
+)
+
+// errNoLeader and errNotLeader mean the command was certainly not applied,
+// so it is safe to try again.
+var (
+	errNoLeader  = errors.New("no raft leader")
+	errNotLeader = errors.New("asked a daemon that is not the raft leader")
+)
+
+// Apply commits cmd through the leader and returns the FSM's response,
+// JSON-encoded (nil when the FSM returned nil). The command is applied here
+// when this node leads, and otherwise forwarded to the leader over
+// /upgraded/raft-apply/1.0.0.
+//
+// Responses travel the same way in both cases: an FSM error becomes an
+// error wrapping ErrRejected (with the FSM's text), any other value is
+// JSON-encoded. While there is no leader, or the leader changed before the
+// command was handed over, Apply retries until ctx ends. It does not retry
+// once the outcome is unknown (for example a leader lost mid-commit): the
+// caller decides, knowing whether its command is idempotent.
+func (r *Raft) Apply(ctx context.Context, cmd []byte) (json.RawMessage, error) {
+	var wait time.Duration
+	for {
+		resp, err := r.applyOnce(ctx, cmd)
+		if !retryable(err) {
+			return resp, err
+		}
+		wait = backoff(wait)
+		r.log.Debug("command not applied yet, retrying", zap.Error(err), zap.Duration("in", wait))
+		if werr := r.wait(ctx, wait); werr != nil {
+			return nil, fmt.Errorf("applying raft command: %w (last attempt: %w)", werr, err)
+		}
+	}
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, errNoLeader) || errors.Is(err, errNotLeader) || errors.Is(err, errUnreachable) ||
+		errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipTransferInProgress)
+}
+
+func (r *Raft) applyOnce(ctx context.Context, cmd []byte) (json.RawMessage, error) {
+	if r.ctx.Err() != nil {
+		return nil, ErrShutdown
+	}
+	if r.IsLeader() {
+		return r.applyLocal(ctx, cmd)
+	}
+	leader, ok := r.Leader()
+	if !ok || leader == r.self {
+		return nil, errNoLeader
+	}
+	resp, err := call(ctx, r.node.Host, leader, applyProtocol, applyRequest{Command: cmd})
+	if err != nil {
+		return nil, err
+	}
+	return decodeResponse(leader, resp)
+}
+
+// applyLocal applies cmd on this node, which must lead.
+func (r *Raft) applyLocal(ctx context.Context, cmd []byte) (json.RawMessage, error) {
+	timeout := r.cfg.RequestTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	f := r.R.Apply(cmd, timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrRaftShutdown) {
+			return nil, ErrShutdown
+		}
+		return nil, fmt.Errorf("applying raft command: %w", err)
+	}
+	switch v := f.Response().(type) {
+	case nil:
+		return nil, nil
+	case error:
+		return nil, fmt.Errorf("%w: %w", ErrRejected, v)
+	default:
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("encoding the FSM response (the command was applied): %w", err)
+		}
+		return b, nil
+	}
+}
+
+func decodeResponse(from peer.ID, resp response) (json.RawMessage, error) {
+	switch resp.Code {
+	case "":
+		return resp.Response, nil
+	case codeNotLeader:
+		return nil, fmt.Errorf("%w: %s: %s", errNotLeader, from, resp.Error)
+	case codeRejected:
+		return nil, fmt.Errorf("%w: %s", ErrRejected, resp.Error)
+	default:
+		return nil, fmt.Errorf("daemon %s answered: %s", from, resp.Error)
+	}
+}
+
+// handleApply serves a follower's command on the leader.
+func (r *Raft) handleApply(from peer.ID, req applyRequest) response {
+	if !r.IsLeader() {
+		return response{Code: codeNotLeader, Error: "this daemon is not the raft leader"}
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.RequestTimeout)
+	defer cancel()
+	out, err := r.applyLocal(ctx, req.Command)
+	switch {
+	case err == nil:
+		return response{Response: out}
+	case errors.Is(err, ErrRejected):
+		return response{Code: codeRejected, Error: strings.TrimPrefix(err.Error(), ErrRejected.Error()+": ")}
+	case errors.Is(err, raft.ErrNotLeader):
+		return response{Code: codeNotLeader, Error: err.Error()}
+	default:
+		r.log.Warn("applying a command for another daemon failed", zap.Stringer("peer", from), zap.Error(err))
+		return response{Code: codeRaft, Error: err.Error()}
+	}
+}

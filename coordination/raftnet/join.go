@@ -1,0 +1,149 @@
+package raftnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+	"go.uber.org/zap"
+)
+
+// Join asks the cluster to add this node as a voter, through any member
+// reachable at one of addrs (full /p2p multiaddrs; members forward to the
+// leader). It retries with backoff until it succeeds or ctx ends, and does
+// nothing when this node is already a member (e.g. restarted from its Dir).
+func (r *Raft) Join(ctx context.Context, addrs []string) error {
+	if len(addrs) == 0 {
+		return errors.New("joining raft cluster: no member addresses given")
+	}
+	targets, err := joinTargets(addrs)
+	if err != nil {
+		return fmt.Errorf("joining raft cluster: %w", err)
+	}
+	var wait time.Duration
+	for {
+		if r.isMember() {
+			return nil
+		}
+		err := r.tryJoin(ctx, targets)
+		if err == nil {
+			r.log.Info("joined the raft cluster")
+			return nil
+		}
+		wait = backoff(wait)
+		r.log.Debug("joining raft cluster, will retry", zap.Error(err), zap.Duration("in", wait))
+		if werr := r.wait(ctx, wait); werr != nil {
+			return fmt.Errorf("joining raft cluster: %w (last attempt: %w)", werr, err)
+		}
+	}
+}
+
+// joinTargets maps each member's peer ID to one of its addresses.
+func joinTargets(addrs []string) (map[peer.ID]string, error) {
+	targets := map[peer.ID]string{}
+	for _, s := range addrs {
+		ma, err := multiaddr.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("parsing address %q: %w", s, err)
+		}
+		ai, err := peer.AddrInfoFromP2pAddr(ma)
+		if err != nil {
+			return nil, fmt.Errorf("address %q must end in /p2p/<peer ID>: %w", s, err)
+		}
+		targets[ai.ID] = s
+	}
+	return targets, nil
+}
+
+func (r *Raft) tryJoin(ctx context.Context, targets map[peer.ID]string) error {
+	req := joinRequest{ID: r.self.String()}
+	for _, a := range r.node.Host.Addrs() {
+		req.Addrs = append(req.Addrs, a.String())
+	}
+	var errs []error
+	for id, addr := range targets {
+		if id == r.self {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout+2*time.Second)
+		err := r.askToJoin(actx, id, addr, req)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return errors.New("no member address other than this daemon's own")
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Raft) askToJoin(ctx context.Context, id peer.ID, addr string, req joinRequest) error {
+	if err := r.node.Connect(ctx, []string{addr}); err != nil {
+		return fmt.Errorf("%w: %w", errUnreachable, err)
+	}
+	resp, err := call(ctx, r.node.Host, id, joinProtocol, req)
+	if err != nil {
+		return err
+	}
+	if resp.Code != "" {
+		return fmt.Errorf("daemon %s refused the join: %s", id, resp.Error)
+	}
+	return nil
+}
+
+// handleJoin adds the requester as a voter on the leader, or forwards the
+// request once to the leader.
+func (r *Raft) handleJoin(from peer.ID, req joinRequest) response {
+	id, err := peer.Decode(req.ID)
+	if err != nil {
+		return response{Code: codeBadRequest, Error: fmt.Sprintf("joining daemon %q is not a peer ID", req.ID)}
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.RequestTimeout)
+	defer cancel()
+	if r.IsLeader() {
+		return r.addVoter(ctx, from, id, req.Addrs)
+	}
+	leader, ok := r.Leader()
+	switch {
+	case req.Forwarded:
+		return response{Code: codeNotLeader, Error: "this daemon is no longer the raft leader"}
+	case !ok:
+		return response{Code: codeNotLeader, Error: "no raft leader at the moment"}
+	}
+	req.Forwarded = true
+	resp, err := call(ctx, r.node.Host, leader, joinProtocol, req)
+	if err != nil {
+		return response{Code: codeNotLeader, Error: fmt.Sprintf("forwarding to leader %s: %v", leader, err)}
+	}
+	return resp
+}
+
+func (r *Raft) addVoter(ctx context.Context, from, id peer.ID, addrs []string) response {
+	// Make sure the leader can reach the newcomer even when it was introduced
+	// by another member.
+	if len(addrs) > 0 {
+		full := make([]string, 0, len(addrs))
+		for _, a := range addrs {
+			full = append(full, a+"/p2p/"+id.String())
+		}
+		if err := r.node.Connect(ctx, full); err != nil {
+			r.log.Debug("connecting to a joining daemon", zap.Stringer("peer", id), zap.Error(err))
+		}
+	}
+	sid := raft.ServerID(id.String())
+	f := r.R.AddVoter(sid, raft.ServerAddress(sid), 0, r.cfg.RequestTimeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return response{Code: codeNotLeader, Error: err.Error()}
+		}
+		return response{Code: codeRaft, Error: fmt.Sprintf("adding %s as a voter: %v", id, err)}
+	}
+	r.log.Info("daemon joined the raft cluster", zap.Stringer("peer", id), zap.Stringer("via", from))
+	return response{}
+}

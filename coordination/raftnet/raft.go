@@ -1,0 +1,308 @@
+// Package raftnet runs the daemons' raft group (hashicorp/raft) over the
+// daemons' libp2p swarm.
+//
+// Raft's RPCs travel on libp2p streams (gostream) rather than on a TCP port of
+// their own. That way raft traffic rides the same private network as pubsub:
+// only hosts holding the cluster secret can connect at all, every connection
+// is encrypted and authenticated by peer ID, there is one port to open in
+// firewalls, and a member is found by its peer ID wherever it now listens.
+// Server IDs and server addresses are both peer ID strings.
+//
+// Two small request/response protocols sit beside raft's own: join (a new
+// daemon asks any member to add it as a voter; members forward to the leader)
+// and apply (a follower hands a command to the leader). Both serve only peers
+// of the private network, which is true by construction of the swarm.
+package raftnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/zap"
+
+	"github.com/upgraded/upgraded/coordination/p2p"
+)
+
+// Config configures a raft member.
+type Config struct {
+	// Dir holds raft.db (log and stable store) and snapshots/.
+	Dir  string
+	Node *p2p.Node
+	// FSM receives committed commands. Its Apply should return nil, an error
+	// (the command is refused: callers get ErrRejected) or a JSON-encodable value.
+	FSM    raft.FSM
+	Logger *zap.Logger
+	// Bootstrap makes this node the single voter of a new cluster when Dir
+	// holds no raft state yet; ignored otherwise.
+	Bootstrap bool
+
+	// Timing, tuned for a LAN by default (raft's own defaults).
+	HeartbeatTimeout   time.Duration // default 1s
+	ElectionTimeout    time.Duration // default 1s
+	LeaderLeaseTimeout time.Duration // default 500ms
+	CommitTimeout      time.Duration // default 50ms
+	// RequestTimeout bounds how long a leader works on one join or forwarded
+	// apply request. Default 10s.
+	RequestTimeout time.Duration
+}
+
+// Errors callers branch on.
+var (
+	// ErrRejected wraps the FSM's refusal of a command; retrying will not help.
+	ErrRejected = errors.New("command rejected")
+	// ErrShutdown is returned once Shutdown was called.
+	ErrShutdown = errors.New("raft is shut down")
+)
+
+// Raft is a running raft member.
+type Raft struct {
+	R *raft.Raft
+
+	cfg   Config
+	log   *zap.Logger
+	node  *p2p.Node
+	self  peer.ID
+	store *raftboltdb.BoltStore
+	trans *raft.NetworkTransport
+
+	// ctx ends at Shutdown; request handlers run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	once    sync.Once
+	stopErr error
+}
+
+func (c *Config) setDefaults() {
+	def := raft.DefaultConfig()
+	if c.HeartbeatTimeout <= 0 {
+		c.HeartbeatTimeout = def.HeartbeatTimeout
+	}
+	if c.ElectionTimeout <= 0 {
+		c.ElectionTimeout = def.ElectionTimeout
+	}
+	if c.LeaderLeaseTimeout <= 0 {
+		c.LeaderLeaseTimeout = def.LeaderLeaseTimeout
+	}
+	if c.CommitTimeout <= 0 {
+		c.CommitTimeout = def.CommitTimeout
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("raft folder is required")
+	case c.Node == nil:
+		return errors.New("p2p node is required")
+	case c.FSM == nil:
+		return errors.New("FSM is required")
+	case c.Logger == nil:
+		return errors.New("logger is required")
+	}
+	return nil
+}
+
+func (c *Config) raftConfig(id peer.ID, log *zap.Logger) (*raft.Config, error) {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(id.String())
+	rc.HeartbeatTimeout = c.HeartbeatTimeout
+	rc.ElectionTimeout = c.ElectionTimeout
+	rc.LeaderLeaseTimeout = c.LeaderLeaseTimeout
+	rc.CommitTimeout = c.CommitTimeout
+	rc.Logger = newHclog(log)
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("raft timing: %w", err)
+	}
+	return rc, nil
+}
+
+// Start opens (or creates) the raft state in cfg.Dir and starts the member.
+// A node with existing state rejoins its cluster on its own; a new node
+// without Bootstrap waits for Join.
+func Start(ctx context.Context, cfg Config) (*Raft, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("starting raft: %w", err)
+	}
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("starting raft: %w", err)
+	}
+	self := cfg.Node.ID()
+	log := cfg.Logger.Named("raft")
+	rc, err := cfg.raftConfig(self, log)
+	if err != nil {
+		return nil, fmt.Errorf("starting raft: %w", err)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating raft folder: %w", err)
+	}
+	r := &Raft{cfg: cfg, log: log, node: cfg.Node, self: self}
+	if err := r.open(rc); err != nil {
+		r.closeStores()
+		return nil, err
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	h := cfg.Node.Host
+	h.SetStreamHandler(joinProtocol, func(s network.Stream) { serve(s, cfg.RequestTimeout+time.Second, r.handleJoin) })
+	h.SetStreamHandler(applyProtocol, func(s network.Stream) { serve(s, cfg.RequestTimeout+time.Second, r.handleApply) })
+	log.Info("raft started", zap.String("folder", cfg.Dir))
+	return r, nil
+}
+
+// open builds the stores, the transport and the raft instance.
+func (r *Raft) open(rc *raft.Config) error {
+	var err error
+	r.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(r.cfg.Dir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("opening raft log %s: %w", filepath.Join(r.cfg.Dir, "raft.db"), err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(r.cfg.Dir, 2, rc.Logger.Named("snapshots"))
+	if err != nil {
+		return fmt.Errorf("opening raft snapshots in %s: %w", r.cfg.Dir, err)
+	}
+	layer, err := newStreamLayer(r.node.Host)
+	if err != nil {
+		return err
+	}
+	r.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: rc.Logger.Named("transport"),
+	})
+	if err := r.bootstrapIfNew(rc, snaps); err != nil {
+		return err
+	}
+	r.R, err = raft.NewRaft(rc, r.cfg.FSM, r.store, r.store, snaps, r.trans)
+	if err != nil {
+		return fmt.Errorf("starting raft: %w", err)
+	}
+	return nil
+}
+
+func (r *Raft) bootstrapIfNew(rc *raft.Config, snaps raft.SnapshotStore) error {
+	if !r.cfg.Bootstrap {
+		return nil
+	}
+	has, err := raft.HasExistingState(r.store, r.store, snaps)
+	if err != nil {
+		return fmt.Errorf("reading raft state: %w", err)
+	}
+	if has {
+		r.log.Info("raft state found; not bootstrapping a new cluster")
+		return nil
+	}
+	id := raft.ServerID(r.self.String())
+	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: id, Address: raft.ServerAddress(id)}}}
+	if err := raft.BootstrapCluster(rc, r.store, r.store, snaps, r.trans, conf); err != nil {
+		return fmt.Errorf("bootstrapping a new raft cluster: %w", err)
+	}
+	r.log.Info("bootstrapped a new raft cluster with this daemon as its only member")
+	return nil
+}
+
+func (r *Raft) closeStores() {
+	if r.trans != nil {
+		r.trans.Close()
+	}
+	if r.store != nil {
+		r.store.Close()
+	}
+}
+
+// Leader returns the current leader, if one is known.
+func (r *Raft) Leader() (peer.ID, bool) {
+	_, id := r.R.LeaderWithID()
+	if id == "" {
+		return "", false
+	}
+	p, err := peer.Decode(string(id))
+	if err != nil {
+		return "", false
+	}
+	return p, true
+}
+
+// IsLeader reports whether this node is the leader.
+func (r *Raft) IsLeader() bool { return r.R.State() == raft.Leader }
+
+// Members lists the servers of the current configuration.
+func (r *Raft) Members() ([]peer.ID, error) {
+	f := r.R.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("reading raft membership: %w", err)
+	}
+	var ids []peer.ID
+	for _, s := range f.Configuration().Servers {
+		p, err := peer.Decode(string(s.ID))
+		if err != nil {
+			return nil, fmt.Errorf("raft member %q is not a peer ID: %w", s.ID, err)
+		}
+		ids = append(ids, p)
+	}
+	return ids, nil
+}
+
+func (r *Raft) isMember() bool {
+	ids, err := r.Members()
+	if err != nil {
+		return false
+	}
+	for _, id := range ids {
+		if id == r.self {
+			return true
+		}
+	}
+	return false
+}
+
+// LeadershipChanges delivers true when this node becomes leader and false
+// when it stops. Only the latest value is kept if the reader is slow, and
+// there is one channel for all readers.
+func (r *Raft) LeadershipChanges() <-chan bool { return r.R.LeaderCh() }
+
+// Shutdown stops serving requests, stops raft and closes the transport and
+// the store. The p2p node stays up: it belongs to the caller. Safe twice.
+func (r *Raft) Shutdown() error {
+	r.once.Do(func() {
+		h := r.node.Host
+		h.RemoveStreamHandler(joinProtocol)
+		h.RemoveStreamHandler(applyProtocol)
+		r.cancel()
+		err := r.R.Shutdown().Error()
+		terr := r.trans.Close()
+		serr := r.store.Close()
+		if err := errors.Join(err, terr, serr); err != nil {
+			r.stopErr = fmt.Errorf("stopping raft: %w", err)
+		}
+		r.log.Info("raft stopped")
+	})
+	return r.stopErr
+}
+
+// backoff returns the next wait of an exponential backoff.
+func backoff(d time.Duration) time.Duration { return min(max(2*d, 50*time.Millisecond), 2*time.Second) }
+
+// wait sleeps for d or until ctx ends or the raft stops.
+func (r *Raft) wait(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.ctx.Done():
+		return ErrShutdown
+	case <-t.C:
+		return nil
+	}
+}
