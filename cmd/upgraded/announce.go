@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/spf13/cobra"
+
+	"github.com/upgraded/upgraded/coordination"
+	"github.com/upgraded/upgraded/coordination/envelope"
+	"github.com/upgraded/upgraded/coordination/p2p"
+	"github.com/upgraded/upgraded/coordination/plan"
+	"github.com/upgraded/upgraded/internal/config"
+	"github.com/upgraded/upgraded/internal/control"
+)
+
+func announceCmd() *cobra.Command {
+	var (
+		dir, version, keyFile, procedure string
+		artifacts, sums                  []string
+		allowDowngrade, wait             bool
+		timeout                          time.Duration
+	)
+	c := &cobra.Command{
+		Use:   "announce",
+		Short: "Sign and announce an upgrade of the whole cluster to a version",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := needConfig(dir); err != nil {
+				return err
+			}
+			cfg, err := config.Load(dir)
+			if err != nil {
+				return err
+			}
+			arts, err := pairArtifacts(artifacts, sums)
+			if err != nil {
+				return err
+			}
+			key, err := signingKey(cfg, keyFile)
+			if err != nil {
+				return err
+			}
+			a, err := coordination.NewAnnouncement(version, arts, plan.Procedure(procedure), allowDowngrade, time.Now(), cfg.AnnouncementTTL)
+			if err != nil {
+				return err
+			}
+			env, err := coordination.SealAnnouncement(key, a)
+			if err != nil {
+				return err
+			}
+			cl := control.NewClient(cfg.SocketPath())
+			p, err := cl.Announce(cmd.Context(), env)
+			if err != nil {
+				return fmt.Errorf("announcement refused: %w", err)
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "plan %s: %s upgrade of %d hosts to %s\n", p.ID, p.Procedure, len(p.Hosts), p.Version)
+			if !wait {
+				return nil
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			return waitPlan(ctx, cl, p.ID, out)
+		},
+	}
+	configFlag(c, &dir)
+	f := c.Flags()
+	f.StringVar(&version, "version", "", "target version (what the new ipfs-cluster-service --version prints)")
+	f.StringArrayVar(&artifacts, "artifact", nil, "a binary or release tarball: path, file://, http(s):// URL or /ipfs/CID (repeat for each)")
+	f.StringArrayVar(&sums, "sha256", nil, "sha256 of the artifact given before it (one per --artifact, mandatory)")
+	f.StringVar(&keyFile, "key", "", "operator key to sign with (default: the config folder's identity)")
+	f.StringVar(&procedure, "procedure", string(plan.Standard), "standard or bootstrap")
+	f.BoolVar(&allowDowngrade, "allow-downgrade", false, "accept a target older than the running version")
+	f.BoolVar(&wait, "wait", false, "wait for the end; exit 0 only when every peer is verified at the target")
+	f.DurationVar(&timeout, "timeout", 30*time.Minute, "how long --wait waits")
+	return c
+}
+
+func pairArtifacts(srcs, sums []string) ([]plan.Artifact, error) {
+	if len(srcs) == 0 {
+		return nil, errors.New("at least one --artifact SRC --sha256 HEX is required")
+	}
+	if len(srcs) != len(sums) {
+		return nil, fmt.Errorf("every --artifact needs its --sha256: got %d artifacts and %d checksums", len(srcs), len(sums))
+	}
+	arts := make([]plan.Artifact, len(srcs))
+	for i := range srcs {
+		arts[i] = plan.Artifact{Source: srcs[i], SHA256: sums[i]}
+	}
+	return arts, nil
+}
+
+func signingKey(cfg *config.Config, keyFile string) (crypto.PrivKey, error) {
+	if keyFile != "" {
+		return envelope.LoadKeyFile(keyFile)
+	}
+	return p2p.LoadOrCreateIdentity(cfg.IdentityFile())
+}
+
+// waitPlan follows a plan until it ends, printing each change of a host's
+// step; it fails unless every peer was verified at the target.
+func waitPlan(ctx context.Context, cl *control.Client, id string, out io.Writer) error {
+	seen := map[string]string{}
+	phase := ""
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ans, err := cl.Plan(ctx, id)
+		if err == nil && ans.Plan != nil {
+			p := ans.Plan
+			control.PrintChanges(out, p, seen, &phase)
+			if p.Phase.Terminal() {
+				if p.Succeeded() {
+					fmt.Fprintf(out, "done: every peer verified on %s\n", p.Version)
+					return nil
+				}
+				return &exitError{code: 2, err: fmt.Errorf("plan %s ended %s: %s", p.ID, p.Phase, p.Reason)}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return &exitError{code: 3, err: fmt.Errorf("gave up waiting for plan %s: %w", id, ctx.Err())}
+		case <-tick.C:
+		}
+	}
+}

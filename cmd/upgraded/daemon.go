@@ -1,0 +1,41 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/upgraded/upgraded/internal/config"
+	"github.com/upgraded/upgraded/internal/daemon"
+)
+
+func daemonCmd() *cobra.Command {
+	var (
+		dir       string
+		bootstrap []string
+	)
+	c := &cobra.Command{
+		Use:   "daemon",
+		Short: "Run the daemon beside the cluster peer",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := needConfig(dir); err != nil {
+				return err
+			}
+			cfg, err := config.Load(dir)
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(cfg.LogFormat)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			d, err := daemon.New(cmd.Context(), cfg, bootstrap, log)
+			if err != nil {
+				return err
+			}
+			return d.Run(cmd.Context())
+		},
+	}
+	configFlag(c, &dir)
+	c.Flags().StringSliceVar(&bootstrap, "bootstrap", nil, "other daemons to join (overrides the configured ones)")
+	return c
+}

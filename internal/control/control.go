@@ -1,0 +1,233 @@
+// Package control is the local control API of a running daemon: HTTP over a
+// unix socket in the config folder (mode 0600, no port on the network), used
+// by the CLI for announce and status.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/upgraded/upgraded/coordination/plan"
+)
+
+// Status is what `upgraded status` shows.
+type Status struct {
+	Self     Self                  `json:"self"`
+	Leader   string                `json:"leader"`
+	Members  []string              `json:"members"`
+	Hosts    map[string]*plan.Host `json:"hosts"`
+	Plan     *plan.Plan            `json:"plan,omitempty"` // the current plan, or the last one
+	Rejected map[string]string     `json:"rejected,omitempty"`
+}
+
+// Self describes the daemon answering.
+type Self struct {
+	ID          string   `json:"id"`
+	Addrs       []string `json:"addrs"`
+	ClusterPeer string   `json:"cluster_peer"`
+}
+
+// PlanAnswer is a plan, or why its announcement was refused.
+type PlanAnswer struct {
+	Plan     *plan.Plan `json:"plan,omitempty"`
+	Rejected string     `json:"rejected,omitempty"`
+}
+
+// Backend is the daemon behind the socket.
+type Backend interface {
+	Status() Status
+	// Announce checks a signed announcement and publishes it.
+	Announce(ctx context.Context, envelope []byte) (*plan.Announcement, error)
+	// Republish sends an accepted announcement again.
+	Republish(ctx context.Context, envelope []byte) error
+	Plan(id string) PlanAnswer
+}
+
+// Server serves the control API.
+type Server struct {
+	b   Backend
+	log *zap.Logger
+	srv *http.Server
+	ln  net.Listener
+	// AckTimeout bounds how long announce waits for the plan to be committed.
+	AckTimeout time.Duration
+}
+
+// Listen creates the socket (replacing a stale one) with mode 0600.
+func Listen(path string, b Backend, log *zap.Logger) (*Server, error) {
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another daemon is already serving %s", path)
+	}
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("restricting control socket %s: %w", path, err)
+	}
+	s := &Server{b: b, log: log.Named("control"), ln: ln, AckTimeout: 15 * time.Second}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", s.status)
+	mux.HandleFunc("POST /v1/announce", s.announce)
+	mux.HandleFunc("GET /v1/plans/{id}", s.plan)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return s, nil
+}
+
+// Serve answers until Close.
+func (s *Server) Serve() error {
+	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving control socket: %w", err)
+	}
+	return nil
+}
+
+// Close stops serving and removes the socket; safe twice.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	return err
+}
+
+func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.b.Status())
+}
+
+func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
+	ans := s.b.Plan(r.PathValue("id"))
+	if ans.Plan == nil && ans.Rejected == "" {
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "no such plan"})
+		return
+	}
+	writeJSON(w, http.StatusOK, ans)
+}
+
+// announce publishes the envelope and waits until the plan state holds the
+// plan or its refusal, publishing again while no leader took it.
+func (s *Server) announce(w http.ResponseWriter, r *http.Request) {
+	data, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "reading announcement: " + err.Error()})
+		return
+	}
+	a, err := s.b.Announce(r.Context(), data)
+	if err != nil {
+		writeJSON(w, http.StatusUnprocessableEntity, errorBody{Error: err.Error()})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.AckTimeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		ans := s.b.Plan(a.ID)
+		switch {
+		case ans.Rejected != "":
+			writeJSON(w, http.StatusUnprocessableEntity, errorBody{Error: "refused by the cluster: " + ans.Rejected})
+			return
+		case ans.Plan != nil:
+			writeJSON(w, http.StatusOK, ans)
+			return
+		}
+		if time.Since(last) > 2*time.Second {
+			last = time.Now()
+			if err := s.b.Republish(ctx, data); err != nil {
+				s.log.Debug("republishing announcement", zap.Error(err))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			writeJSON(w, http.StatusGatewayTimeout, errorBody{Error: "no raft leader took the announcement within " + s.AckTimeout.String() + " (are the other daemons up?)"})
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Client talks to a daemon's control socket.
+type Client struct {
+	path string
+	http *http.Client
+}
+
+// NewClient returns a client of the socket at path.
+func NewClient(path string) *Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	return &Client{path: path, http: &http.Client{Transport: tr}}
+}
+
+// ErrNoDaemon means nothing answers on the socket.
+var ErrNoDaemon = errors.New("no daemon answering")
+
+func (c *Client) do(ctx context.Context, method, p string, body io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://upgraded"+p, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) || errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%w on %s (is `upgraded daemon` running with this config folder?): %w", ErrNoDaemon, c.path, err)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e errorBody
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return errors.New(e.Error)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Status asks for the daemon's view.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var s Status
+	return &s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
+}
+
+// Announce hands a signed announcement to the daemon and returns the committed plan.
+func (c *Client) Announce(ctx context.Context, envelope []byte) (*plan.Plan, error) {
+	var ans PlanAnswer
+	if err := c.do(ctx, http.MethodPost, "/v1/announce", bytesReader(envelope), &ans); err != nil {
+		return nil, err
+	}
+	return ans.Plan, nil
+}
+
+// Plan returns a plan by id.
+func (c *Client) Plan(ctx context.Context, id string) (*PlanAnswer, error) {
+	var ans PlanAnswer
+	return &ans, c.do(ctx, http.MethodGet, "/v1/plans/"+id, nil, &ans)
+}

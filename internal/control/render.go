@@ -1,0 +1,142 @@
+package control
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/upgraded/upgraded/coordination/plan"
+)
+
+// Report is the one JSON object `upgraded status --json` prints: the plan, its
+// phase, and per peer: peer id, version, phase, pins, last error.
+type Report struct {
+	Leader    string       `json:"leader"`
+	Daemons   int          `json:"daemons"`
+	Plan      *PlanSummary `json:"plan"`
+	Phase     string       `json:"phase"`
+	Peers     []PeerReport `json:"peers"`
+	Generated time.Time    `json:"generated"`
+}
+
+// PlanSummary is a plan without its per-host detail.
+type PlanSummary struct {
+	ID        string    `json:"id"`
+	Version   string    `json:"version"`
+	Procedure string    `json:"procedure"`
+	Signer    string    `json:"signer"`
+	Phase     string    `json:"phase"`
+	Reason    string    `json:"reason,omitempty"`
+	Created   time.Time `json:"created"`
+	Updated   time.Time `json:"updated"`
+	Succeeded bool      `json:"succeeded"`
+}
+
+// PeerReport is one host's line.
+type PeerReport struct {
+	PeerID     string `json:"peer_id"` // the IPFS Cluster peer
+	Host       string `json:"host"`    // the upgraded daemon beside it
+	Name       string `json:"name,omitempty"`
+	Version    string `json:"version"`
+	Phase      string `json:"phase"` // the host's step in the plan ("idle" without a plan)
+	Pins       int    `json:"pins"`
+	BackupPins int    `json:"backup_pins"`
+	LastError  string `json:"last_error"`
+	Detail     string `json:"detail,omitempty"`
+}
+
+// MakeReport summarises a daemon's status.
+func MakeReport(s *Status, now time.Time) Report {
+	r := Report{Leader: s.Leader, Daemons: len(s.Members), Phase: "idle", Generated: now.UTC(), Peers: []PeerReport{}}
+	ids := make([]string, 0, len(s.Hosts))
+	for id := range s.Hosts {
+		ids = append(ids, id)
+	}
+	if p := s.Plan; p != nil {
+		r.Plan = &PlanSummary{ID: p.ID, Version: p.Version, Procedure: string(p.Procedure), Signer: p.Signer,
+			Phase: string(p.Phase), Reason: p.Reason, Created: p.Created, Updated: p.Updated, Succeeded: p.Succeeded()}
+		r.Phase = string(p.Phase)
+		for id := range p.Hosts {
+			if _, ok := s.Hosts[id]; !ok {
+				ids = append(ids, id)
+			}
+		}
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		pr := PeerReport{Host: id, Phase: "idle"}
+		if h, ok := s.Hosts[id]; ok {
+			pr.PeerID, pr.Name, pr.Version = h.ClusterPeer, h.Name, h.Version
+		}
+		if s.Plan != nil {
+			if hp, ok := s.Plan.Hosts[id]; ok {
+				pr.Phase, pr.Pins, pr.BackupPins, pr.LastError, pr.Detail = string(hp.Step), hp.Pins, hp.BackupPins, hp.Error, hp.Detail
+				if hp.Version != "" {
+					pr.Version = hp.Version
+				}
+			}
+		}
+		r.Peers = append(r.Peers, pr)
+	}
+	return r
+}
+
+// RenderTable writes the report for a person.
+func RenderTable(w io.Writer, r Report) {
+	if r.Plan == nil {
+		fmt.Fprintf(w, "no plan yet; %d daemons, leader %s\n", r.Daemons, plan.ShortID(r.Leader))
+	} else {
+		p := r.Plan
+		fmt.Fprintf(w, "plan %s: %s upgrade to %s, %s", p.ID, p.Procedure, p.Version, p.Phase)
+		if !p.Ended() {
+			fmt.Fprintf(w, " (for %s)", time.Since(p.Created).Round(100*time.Millisecond))
+		}
+		fmt.Fprintln(w)
+		if p.Reason != "" {
+			fmt.Fprintf(w, "  %s\n", p.Reason)
+		}
+		fmt.Fprintf(w, "  signed by %s; %d daemons, leader %s\n", plan.ShortID(p.Signer), r.Daemons, plan.ShortID(r.Leader))
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tNAME\tVERSION\tPHASE\tPINS\tLAST ERROR")
+	for _, p := range r.Peers {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", p.PeerID, p.Name, p.Version, p.Phase, p.Pins, oneLine(p.LastError))
+	}
+	tw.Flush()
+}
+
+// Ended reports whether the summarised plan has ended.
+func (p *PlanSummary) Ended() bool { return plan.Phase(p.Phase).Terminal() }
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 120 {
+		s = s[:117] + "..."
+	}
+	return s
+}
+
+// PrintChanges prints the plan's phase and each host's step when they change.
+func PrintChanges(out io.Writer, p *plan.Plan, seen map[string]string, phase *string) {
+	if string(p.Phase) != *phase {
+		*phase = string(p.Phase)
+		fmt.Fprintf(out, "%s  plan %s\n", time.Now().Format("15:04:05.000"), p.Phase)
+	}
+	for _, h := range p.HostIDs() {
+		hp := p.Hosts[h]
+		line := string(hp.Step)
+		if hp.Detail != "" {
+			line += ": " + hp.Detail
+		}
+		if hp.Step == plan.StepFailed || hp.Step == plan.StepRollbackErr {
+			line += " (" + hp.Error + ")"
+		}
+		if seen[h] != line {
+			seen[h] = line
+			fmt.Fprintf(out, "%s    host %s  %s\n", time.Now().Format("15:04:05.000"), plan.ShortID(h), line)
+		}
+	}
+}

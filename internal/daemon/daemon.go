@@ -1,0 +1,281 @@
+// Package daemon wires one upgraded daemon together from its configuration:
+// the swarm, the raft group, the plan state, the coordinator, the host agent
+// and the control socket; and shuts them down in order.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"go.uber.org/zap"
+
+	"github.com/upgraded/upgraded/coordination"
+	"github.com/upgraded/upgraded/coordination/p2p"
+	"github.com/upgraded/upgraded/coordination/plan"
+	"github.com/upgraded/upgraded/coordination/raftnet"
+	"github.com/upgraded/upgraded/internal/config"
+	"github.com/upgraded/upgraded/internal/control"
+	"github.com/upgraded/upgraded/sidecar"
+	"github.com/upgraded/upgraded/sidecar/agent"
+	"github.com/upgraded/upgraded/sidecar/binstore"
+	"github.com/upgraded/upgraded/sidecar/cluster"
+	"github.com/upgraded/upgraded/sidecar/execrunner"
+	"github.com/upgraded/upgraded/sidecar/systemdrunner"
+	"github.com/upgraded/upgraded/statebackup"
+)
+
+// Daemon is one running upgraded.
+type Daemon struct {
+	cfg *config.Config
+	log *zap.Logger
+
+	svc     *cluster.ServiceConfig
+	peerID  string
+	node    *p2p.Node
+	fsm     *plan.FSM
+	raft    *raftnet.Raft
+	coord   *coordination.Coordinator
+	agent   *agent.Agent
+	runner  sidecar.Runner
+	api     *cluster.Client
+	control *control.Server
+}
+
+// New builds every component; nothing runs until Run.
+func New(ctx context.Context, cfg *config.Config, bootstrap []string, log *zap.Logger) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, log: log}
+	if len(bootstrap) > 0 {
+		cfg.Bootstrap = bootstrap
+	}
+	var err error
+	if d.svc, err = cluster.LoadServiceConfig(cfg.ClusterConfig); err != nil {
+		return nil, fmt.Errorf("reading the cluster's service.json: %w", err)
+	}
+	if d.peerID, err = cluster.LoadPeerID(cfg.ClusterConfig); err != nil {
+		return nil, fmt.Errorf("reading the cluster peer's identity: %w", err)
+	}
+	apiURL, err := cluster.APIURL(d.svc.APIAddr)
+	if err != nil {
+		return nil, fmt.Errorf("reading the cluster's REST API address: %w", err)
+	}
+	d.api = cluster.NewClient(apiURL)
+	if err := d.buildNetwork(ctx); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if err := d.buildHost(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) buildNetwork(ctx context.Context) error {
+	var err error
+	d.node, err = p2p.New(ctx, p2p.Config{IdentityFile: d.cfg.IdentityFile(), ListenAddrs: d.cfg.Listen,
+		Secret: d.svc.Secret, Bootstrap: d.cfg.Bootstrap, Logger: d.log})
+	if err != nil {
+		return fmt.Errorf("starting the daemons' swarm: %w", err)
+	}
+	d.fsm = plan.NewFSM(d.log)
+	d.raft, err = raftnet.Start(ctx, raftnet.Config{Dir: d.cfg.RaftDir(), Node: d.node, FSM: d.fsm, Logger: d.log,
+		Bootstrap: len(d.cfg.Bootstrap) == 0})
+	if err != nil {
+		return fmt.Errorf("starting the raft group of daemons: %w", err)
+	}
+	trusted := make([]peer.ID, 0, len(d.cfg.Trust))
+	for _, s := range d.cfg.Trust {
+		id, err := peer.Decode(s)
+		if err != nil {
+			return fmt.Errorf("trusted signer %q is not a peer ID: %w", s, err)
+		}
+		trusted = append(trusted, id)
+	}
+	key, err := p2p.LoadOrCreateIdentity(d.cfg.IdentityFile())
+	if err != nil {
+		return fmt.Errorf("reading the daemon identity: %w", err)
+	}
+	d.coord, err = coordination.New(coordination.Config{Node: d.node, Raft: d.raft, FSM: d.fsm, Key: key, Trusted: trusted,
+		Timeouts: plan.Timeouts{Prepare: d.cfg.Timeouts.Prepare, Switch: d.cfg.Timeouts.Switch,
+			Rollback: d.cfg.Timeouts.Rollback, Barrier: d.cfg.Timeouts.Barrier},
+		HostInfo: d.hostInfo, Log: d.log})
+	if err != nil {
+		return fmt.Errorf("starting coordination: %w", err)
+	}
+	return nil
+}
+
+func (d *Daemon) buildHost() error {
+	bins, err := binstore.Open(d.cfg.BinDir())
+	if err != nil {
+		return fmt.Errorf("opening the binary store: %w", err)
+	}
+	switch d.cfg.Runner.Type {
+	case config.RunnerSystemd:
+		d.runner, err = systemdrunner.New(systemdrunner.Config{Unit: d.cfg.Runner.Unit,
+			ExtraArgsFile: filepath.Join(d.cfg.RunDir(), "ipfs-cluster.env"), Logger: d.log.Named("systemd")})
+	default:
+		d.runner, err = execrunner.New(execrunner.Config{
+			Binary:           func() (string, error) { return bins.ServicePath(), nil },
+			ClusterConfigDir: d.cfg.ClusterConfig, PIDFile: filepath.Join(d.cfg.RunDir(), "ipfs-cluster-service.pid"),
+			LogDir: d.cfg.LogDir(), StopTimeout: d.cfg.Runner.StopTimeout, Logger: d.log.Named("exec")})
+	}
+	if err != nil {
+		return fmt.Errorf("setting up the %s runner: %w", d.cfg.Runner.Type, err)
+	}
+	backups, err := statebackup.Open(d.cfg.BackupDir(), d.log)
+	if err != nil {
+		return fmt.Errorf("opening the backup store: %w", err)
+	}
+	journal, err := agent.OpenJournal(d.cfg.JournalDir())
+	if err != nil {
+		return err
+	}
+	d.agent, err = agent.New(agent.Config{HostID: d.node.ID().String(), ClusterDir: d.cfg.ClusterConfig, Runner: d.runner,
+		API: d.api, Bins: bins, Backups: backups, Journal: journal, StagingDir: d.cfg.StagingDir(), Reporter: d.coord,
+		Plans: d.fsm, Log: d.log, VerifyTimeout: d.cfg.Timeouts.Verify})
+	if err != nil {
+		return err
+	}
+	d.control, err = control.Listen(d.cfg.SocketPath(), d, d.log)
+	return err
+}
+
+// hostInfo is this host's record in the plan state.
+func (d *Daemon) hostInfo(ctx context.Context) (plan.Host, error) {
+	v, err := d.api.Version(ctx)
+	if err != nil {
+		return plan.Host{}, fmt.Errorf("asking the local peer its version: %w", err)
+	}
+	addrs := make([]string, 0)
+	for _, a := range d.node.Addrs() {
+		addrs = append(addrs, a.String())
+	}
+	return plan.Host{ID: d.node.ID().String(), ClusterPeer: d.peerID, Name: d.svc.PeerName, Addrs: addrs,
+		Version: v, Consensus: d.svc.Consensus}, nil
+}
+
+// Run runs the daemon until ctx ends, then shuts down in order.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.log.Info("upgraded daemon running", zap.String("id", d.node.ID().String()), zap.Strings("addrs", d.addrs()),
+		zap.String("cluster_peer", d.peerID), zap.String("runner", d.cfg.Runner.Type))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if len(d.cfg.Bootstrap) > 0 {
+		go func() {
+			if err := d.raft.Join(ctx, d.cfg.Bootstrap); err != nil && ctx.Err() == nil {
+				d.log.Error("joining the daemons' raft group", zap.Error(err))
+			}
+		}()
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for _, run := range []func(context.Context) error{d.coord.Run, d.agent.Run} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil {
+				errs <- err
+				cancel()
+			}
+		}()
+	}
+	go func() {
+		if err := d.control.Serve(); err != nil {
+			errs <- err
+			cancel()
+		}
+	}()
+	<-ctx.Done()
+	d.control.Close()
+	wg.Wait()
+	d.log.Info("upgraded daemon stopping")
+	if d.cfg.StopPeerOnExit {
+		sctx, scancel := context.WithTimeout(context.Background(), d.cfg.Runner.StopTimeout+5*time.Second)
+		if err := d.runner.Stop(sctx); err != nil {
+			d.log.Error("stopping the cluster peer on exit", zap.Error(err))
+		}
+		scancel()
+	}
+	d.Close()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// Close releases everything New built; safe twice.
+func (d *Daemon) Close() {
+	if c, ok := d.runner.(interface{ Close(context.Context) error }); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = c.Close(ctx)
+		cancel()
+	}
+	if d.raft != nil {
+		if err := d.raft.Shutdown(); err != nil {
+			d.log.Warn("shutting down raft", zap.Error(err))
+		}
+	}
+	if d.node != nil {
+		_ = d.node.Close()
+	}
+}
+
+func (d *Daemon) addrs() []string {
+	var out []string
+	for _, a := range d.node.Addrs() {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// Status implements control.Backend.
+func (d *Daemon) Status() control.Status {
+	st := d.fsm.State()
+	s := control.Status{Self: control.Self{ID: d.node.ID().String(), Addrs: d.addrs(), ClusterPeer: d.peerID},
+		Hosts: st.Hosts}
+	if l, ok := d.raft.Leader(); ok {
+		s.Leader = l.String()
+	}
+	if ms, err := d.raft.Members(); err == nil {
+		for _, m := range ms {
+			s.Members = append(s.Members, m.String())
+		}
+	}
+	if p := st.CurrentPlan(); p != nil {
+		s.Plan = p
+	} else if st.Last != "" {
+		s.Plan = st.Plans[st.Last]
+	}
+	return s
+}
+
+// Announce implements control.Backend.
+func (d *Daemon) Announce(ctx context.Context, env []byte) (*plan.Announcement, error) {
+	return d.coord.Announce(ctx, env)
+}
+
+// Republish implements control.Backend.
+func (d *Daemon) Republish(ctx context.Context, env []byte) error {
+	return d.coord.Republish(ctx, env)
+}
+
+// Plan implements control.Backend.
+func (d *Daemon) Plan(id string) control.PlanAnswer {
+	var ans control.PlanAnswer
+	d.fsm.View(func(s *plan.State) {
+		if p, ok := s.Plans[id]; ok {
+			ans.Plan = p.Clone()
+		}
+		if r, ok := s.Rejected[id]; ok {
+			ans.Rejected = r.Reason
+		}
+	})
+	return ans
+}

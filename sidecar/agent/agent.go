@@ -1,0 +1,284 @@
+// Package agent is the host's side of a plan: it watches the replicated plan
+// state and carries out this host's steps (prepare, switch, verify, rollback),
+// journaling each one before and after, and reports its progress.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/upgraded/upgraded/coordination/plan"
+	"github.com/upgraded/upgraded/sidecar"
+	"github.com/upgraded/upgraded/sidecar/binstore"
+	"github.com/upgraded/upgraded/sidecar/cluster"
+	"github.com/upgraded/upgraded/sidecar/stage"
+	"github.com/upgraded/upgraded/statebackup"
+)
+
+// Reporter delivers this host's progress to the replicated plan.
+type Reporter interface {
+	// Report hands over the latest progress of a plan without blocking; the
+	// latest report per plan is delivered, retried until accepted or the plan ends.
+	Report(planID string, p plan.HostProgress)
+}
+
+// PlanSource is the replicated plan state (coordination/plan.FSM).
+type PlanSource interface {
+	Plan(id string) *plan.Plan
+	State() *plan.State
+	Subscribe() (<-chan struct{}, func())
+}
+
+// Config wires an Agent. Every field is required unless said otherwise.
+type Config struct {
+	HostID     string // this daemon's peer ID, its key in plans
+	ClusterDir string // the IPFS Cluster peer's config folder
+	Runner     sidecar.Runner
+	API        *cluster.Client
+	Bins       *binstore.Store
+	Backups    *statebackup.Store
+	Journal    *Journal
+	StagingDir string
+	Reporter   Reporter
+	Plans      PlanSource
+	Log        *zap.Logger
+	// VerifyTimeout bounds how long a started peer has to prove itself healthy.
+	VerifyTimeout time.Duration
+	// PollInterval is how often health is polled while verifying (default 200ms).
+	PollInterval time.Duration
+	FetchOptions []stage.Option
+	BinaryEnv    []string // environment for ipfs-cluster-service invocations
+}
+
+// Agent carries out this host's part of every plan, one task at a time.
+type Agent struct {
+	cfg Config
+	log *zap.Logger
+
+	mu   sync.Mutex
+	last map[string]plan.HostProgress // latest progress reported, per plan
+}
+
+// New validates cfg and returns an agent.
+func New(cfg Config) (*Agent, error) {
+	switch {
+	case cfg.HostID == "", cfg.ClusterDir == "":
+		return nil, errors.New("agent: host id and cluster folder are required")
+	case cfg.Runner == nil, cfg.API == nil, cfg.Bins == nil, cfg.Backups == nil, cfg.Journal == nil,
+		cfg.Reporter == nil, cfg.Plans == nil, cfg.Log == nil:
+		return nil, errors.New("agent: runner, api, binstore, backups, journal, reporter, plans and logger are required")
+	}
+	if cfg.VerifyTimeout <= 0 {
+		cfg.VerifyTimeout = 2 * time.Minute
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 200 * time.Millisecond
+	}
+	return &Agent{cfg: cfg, log: cfg.Log.Named("agent"), last: map[string]plan.HostProgress{}}, nil
+}
+
+type action int
+
+const (
+	actNone action = iota
+	actPrepare
+	actSwitch
+	actRollback
+	actCleanup
+)
+
+func (a action) String() string {
+	return [...]string{"none", "prepare", "switch", "rollback", "cleanup"}[a]
+}
+
+// decide is the whole policy of the host: given the plan and this host's
+// journal, what to do next. Tasks are idempotent by journal, so deciding the
+// same action twice (after a restart, or before a report landed) is safe.
+func decide(p *plan.Plan, me string, j *Entries) action {
+	if p == nil {
+		return actNone
+	}
+	hp, ok := p.Hosts[me]
+	if !ok {
+		return actNone
+	}
+	switch p.Phase {
+	case plan.PhasePreparing:
+		if hp.Step == plan.StepPending || hp.Step == plan.StepPreparing {
+			return actPrepare
+		}
+	case plan.PhaseSwitching:
+		switch hp.Step {
+		case plan.StepPrepared, plan.StepStopping, plan.StepSwapping, plan.StepStarting:
+			return actSwitch
+		}
+	case plan.PhaseRollingBack:
+		if hp.Step != plan.StepRolledBack && hp.Step != plan.StepRollbackErr {
+			return actRollback
+		}
+	default: // ended
+		if !j.Done(jCleanup) {
+			return actCleanup
+		}
+	}
+	return actNone
+}
+
+// Run carries out plans until ctx ends. Before taking any plan it settles what
+// a previous run left half done.
+func (a *Agent) Run(ctx context.Context) error {
+	changes, cancel := a.cfg.Plans.Subscribe()
+	defer cancel()
+	if err := a.startup(ctx); err != nil {
+		a.log.Error("checking the peer at start-up", zap.Error(err))
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var (
+		running bool
+		done    = make(chan struct{}, 1)
+		wg      sync.WaitGroup
+	)
+	defer wg.Wait()
+	for {
+		if !running {
+			if p, act := a.next(); act != actNone {
+				running = true
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					a.runTask(ctx, p, act)
+					done <- struct{}{}
+				}()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-done:
+			running = false
+		case <-changes:
+		case <-tick.C:
+		}
+	}
+}
+
+// next returns the plan to work on and the action it calls for.
+func (a *Agent) next() (*plan.Plan, action) {
+	st := a.cfg.Plans.State()
+	p := st.CurrentPlan()
+	if p == nil && st.Last != "" {
+		p = st.Plans[st.Last]
+	}
+	if p == nil {
+		return nil, actNone
+	}
+	j, err := a.cfg.Journal.Load(p.ID)
+	if err != nil {
+		a.log.Error("reading the journal", zap.String("plan", p.ID), zap.Error(err))
+		return nil, actNone
+	}
+	return p, decide(p, a.cfg.HostID, j)
+}
+
+func (a *Agent) runTask(ctx context.Context, p *plan.Plan, act action) {
+	log := a.log.With(zap.String("plan", p.ID), zap.String("task", act.String()))
+	log.Debug("taking task")
+	var err error
+	switch act {
+	case actPrepare:
+		err = a.prepare(ctx, p)
+	case actSwitch:
+		err = a.switchOver(ctx, p)
+	case actRollback:
+		err = a.rollback(ctx, p)
+	case actCleanup:
+		err = a.cleanup(ctx, p)
+	}
+	if err != nil && ctx.Err() == nil {
+		log.Error("task failed", zap.Error(err))
+	}
+}
+
+// startup leaves the peer stopped only when a journal says this host stopped
+// it for a plan that is not settled; otherwise it makes sure the peer runs.
+func (a *Agent) startup(ctx context.Context) error {
+	ids, err := a.cfg.Journal.Plans()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		j, err := a.cfg.Journal.Load(id)
+		if err != nil {
+			return err
+		}
+		if j.Begun(jStop) && !j.Done(jVerify) && !j.Done(jRollback) && !j.Done(jCleanup) {
+			a.log.Warn("a previous run stopped the peer for a plan that is not settled; waiting for the cluster's plan state before touching it",
+				zap.String("plan", id))
+			return nil
+		}
+	}
+	return a.ensureRunning(ctx)
+}
+
+func (a *Agent) ensureRunning(ctx context.Context) error {
+	st, err := a.cfg.Runner.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("asking whether the peer runs: %w", err)
+	}
+	if st.Running {
+		return nil
+	}
+	a.log.Info("starting the cluster peer")
+	if err := a.cfg.Runner.Start(ctx, sidecar.StartOptions{}); err != nil {
+		return fmt.Errorf("starting the cluster peer: %w", err)
+	}
+	return nil
+}
+
+// report records and sends this host's progress.
+func (a *Agent) report(planID string, mutate func(p *plan.HostProgress)) {
+	a.mu.Lock()
+	hp := a.last[planID]
+	mutate(&hp)
+	a.last[planID] = hp
+	a.mu.Unlock()
+	a.cfg.Reporter.Report(planID, hp)
+}
+
+func (a *Agent) fail(planID string, step plan.Step, err error) error {
+	a.report(planID, func(p *plan.HostProgress) {
+		p.Step, p.Error, p.Detail = step, err.Error(), ""
+	})
+	return err
+}
+
+func (a *Agent) stagingDir(planID string) string {
+	return filepath.Join(a.cfg.StagingDir, planID)
+}
+
+// currentVersion asks the running peer, or falls back to the installed binary.
+func (a *Agent) currentVersion(ctx context.Context) (string, error) {
+	if v, err := a.cfg.API.Version(ctx); err == nil && v != "" {
+		return v, nil
+	}
+	return a.cfg.Bins.Current()
+}
+
+func (a *Agent) cleanup(ctx context.Context, p *plan.Plan) error {
+	if err := os.RemoveAll(a.stagingDir(p.ID)); err != nil {
+		return fmt.Errorf("removing staged files of plan %s: %w", p.ID, err)
+	}
+	if err := a.ensureRunning(ctx); err != nil {
+		return err
+	}
+	a.log.Info("plan ended", zap.String("plan", p.ID), zap.String("phase", string(p.Phase)), zap.String("reason", p.Reason))
+	return a.cfg.Journal.Done(p.ID, jCleanup, nil)
+}

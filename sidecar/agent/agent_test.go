@@ -1,0 +1,89 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/upgraded/upgraded/coordination/plan"
+)
+
+func TestDecide(t *testing.T) {
+	journal := func(steps ...string) *Entries {
+		e := &Entries{begun: map[string]bool{}, done: map[string]bool{}, data: map[string]map[string]string{}}
+		for _, s := range steps {
+			e.begun[s], e.done[s] = true, true
+		}
+		return e
+	}
+	cases := []struct {
+		name  string
+		phase plan.Phase
+		step  plan.Step
+		j     *Entries
+		want  action
+	}{
+		{"fresh plan -> prepare", plan.PhasePreparing, plan.StepPending, journal(), actPrepare},
+		{"restart mid-prepare -> prepare again", plan.PhasePreparing, plan.StepPreparing, journal(), actPrepare},
+		{"prepared, others not yet -> wait", plan.PhasePreparing, plan.StepPrepared, journal(jPrepare), actNone},
+		{"switch ordered -> switch", plan.PhaseSwitching, plan.StepPrepared, journal(jPrepare), actSwitch},
+		{"restart mid-switch -> resume", plan.PhaseSwitching, plan.StepSwapping, journal(jPrepare, jStop), actSwitch},
+		{"verified -> wait for the others", plan.PhaseSwitching, plan.StepVerified, journal(), actNone},
+		{"failed -> wait for the rollback order", plan.PhaseSwitching, plan.StepFailed, journal(), actNone},
+		{"rollback ordered", plan.PhaseRollingBack, plan.StepVerified, journal(), actRollback},
+		{"rollback of a host that failed", plan.PhaseRollingBack, plan.StepFailed, journal(), actRollback},
+		{"rolled back -> wait", plan.PhaseRollingBack, plan.StepRolledBack, journal(), actNone},
+		{"ended -> clean up once", plan.PhaseDone, plan.StepVerified, journal(), actCleanup},
+		{"ended and cleaned -> nothing", plan.PhaseDone, plan.StepVerified, journal(jCleanup), actNone},
+		{"failed plan -> clean up", plan.PhaseFailed, plan.StepPrepared, journal(), actCleanup},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &plan.Plan{Phase: tc.phase, Hosts: map[string]*plan.HostProgress{"me": {Step: tc.step}}}
+			if got := decide(p, "me", tc.j); got != tc.want {
+				t.Fatalf("decide = %s, want %s", got, tc.want)
+			}
+			if got := decide(p, "someone-else", tc.j); got != actNone {
+				t.Fatalf("a host outside the plan must do nothing, got %s", got)
+			}
+		})
+	}
+	if decide(nil, "me", journal()) != actNone {
+		t.Fatal("no plan must mean nothing to do")
+	}
+}
+
+func TestJournalSurvivesTornLine(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenJournal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Begin("p", jStop, map[string]string{"expected_pins": "7"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Done("p", jStop, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The daemon died while writing the next record.
+	f, err := os.OpenFile(filepath.Join(dir, "p.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"at":"2026-11-24T12:00:00Z","step":"swap","ev`)
+	f.Close()
+	e, err := j.Load("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Done(jStop) || e.Get(jStop, "expected_pins") != "7" {
+		t.Fatal("completed step lost")
+	}
+	if e.Begun(jSwap) || e.Done(jSwap) {
+		t.Fatal("a torn record must not count as begun or done")
+	}
+	plans, err := j.Plans()
+	if err != nil || len(plans) != 1 || plans[0] != "p" {
+		t.Fatalf("Plans = %v, %v", plans, err)
+	}
+}

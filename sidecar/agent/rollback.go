@@ -1,0 +1,214 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/upgraded/upgraded/coordination/plan"
+	"github.com/upgraded/upgraded/sidecar"
+)
+
+// rollback returns this host to the version and state it had before the plan.
+// A host that never stopped its peer has nothing to undo.
+func (a *Agent) rollback(ctx context.Context, p *plan.Plan) error {
+	j, err := a.cfg.Journal.Load(p.ID)
+	if err != nil {
+		return err
+	}
+	from := j.Get(jPrepare, "from")
+	if j.Done(jRollback) {
+		a.reportRolledBack(p.ID, from, j)
+		return nil
+	}
+	log := a.log.With(zap.String("plan", p.ID), zap.String("step", jRollback))
+	if !j.Begun(jStop) {
+		log.Info("rolling back: this host never stopped its peer, nothing to undo")
+		if err := a.ensureRunning(ctx); err != nil {
+			return a.fail(p.ID, plan.StepRollbackErr, err)
+		}
+		if err := a.cfg.Journal.Done(p.ID, jRollback, map[string]string{"note": "nothing to undo"}); err != nil {
+			return a.fail(p.ID, plan.StepRollbackErr, err)
+		}
+		j, _ = a.cfg.Journal.Load(p.ID)
+		a.reportRolledBack(p.ID, from, j)
+		return nil
+	}
+	if from == "" {
+		return a.fail(p.ID, plan.StepRollbackErr, fmt.Errorf("journal does not say which version ran before plan %s", p.ID))
+	}
+	if err := a.cfg.Journal.Begin(p.ID, jRollback, nil); err != nil {
+		return a.fail(p.ID, plan.StepRollbackErr, err)
+	}
+	log.Warn("rolling back this host to its previous version", zap.String("to", from), zap.String("reason", p.Reason))
+	a.report(p.ID, func(hp *plan.HostProgress) {
+		hp.Step, hp.Detail = plan.StepRollingBack, "returning to "+from
+	})
+	if err := a.cfg.Runner.Stop(ctx); err != nil {
+		return a.fail(p.ID, plan.StepRollbackErr, fmt.Errorf("stopping the peer: %w", err))
+	}
+	if err := a.activate(from); err != nil {
+		return a.fail(p.ID, plan.StepRollbackErr, err)
+	}
+	if err := a.restoreStateIfChanged(ctx, p.ID, j); err != nil {
+		return a.fail(p.ID, plan.StepRollbackErr, err)
+	}
+	restarts, err := a.startPeer(ctx, p.ID, sidecar.StartOptions{}, false)
+	if err != nil {
+		return a.fail(p.ID, plan.StepRollbackErr, err)
+	}
+	expected, _ := strconv.Atoi(j.Get(jStop, "expected_pins"))
+	pins, err := a.verify(ctx, from, expected, a.expectedPeers(p), restarts)
+	if err != nil {
+		return a.fail(p.ID, plan.StepRollbackErr, fmt.Errorf("verifying %s after rollback: %w", from, err))
+	}
+	if err := a.cfg.Journal.Done(p.ID, jRollback, map[string]string{"pins": strconv.Itoa(pins)}); err != nil {
+		return a.fail(p.ID, plan.StepRollbackErr, err)
+	}
+	log.Info("rolled back and verified", zap.String("version", from), zap.Int("pins", pins))
+	j, _ = a.cfg.Journal.Load(p.ID)
+	a.reportRolledBack(p.ID, from, j)
+	return nil
+}
+
+func (a *Agent) reportRolledBack(planID, from string, j *Entries) {
+	pins, err := strconv.Atoi(j.Get(jRollback, "pins"))
+	a.report(planID, func(hp *plan.HostProgress) {
+		hp.Step, hp.Version, hp.Detail = plan.StepRolledBack, from, "back on "+from
+		if err == nil {
+			hp.Pins = pins
+		}
+	})
+}
+
+// restoreStateIfChanged puts the state folders back as they were when the peer
+// was stopped, if anything ran on them since. Folders that appeared since (a
+// migration's output) are moved aside, never deleted.
+func (a *Agent) restoreStateIfChanged(ctx context.Context, planID string, j *Entries) error {
+	if !j.Done(jBackupState) {
+		// The swap comes after the offline backups: without them no new binary ran.
+		return nil
+	}
+	now, err := fingerprint(a.cfg.ClusterDir)
+	if err != nil {
+		return err
+	}
+	if now == j.Get(jBackupState, "fingerprint") {
+		a.log.Info("state folders unchanged since the stop: no restore needed", zap.String("plan", planID))
+		return nil
+	}
+	had := map[string]bool{}
+	for _, f := range splitList(j.Get(jBackupState, "folders")) {
+		had[f] = true
+	}
+	stamp := time.Now().UTC().Format("20060102T150405")
+	for _, f := range stateFolders {
+		dir := filepath.Join(a.cfg.ClusterDir, f)
+		if _, err := os.Stat(dir); err != nil || had[f] {
+			continue
+		}
+		aside := dir + ".rolled-back-" + stamp
+		if err := os.Rename(dir, aside); err != nil {
+			return fmt.Errorf("moving aside state folder %s written by the new version: %w", f, err)
+		}
+		a.log.Info("moved aside a state folder the new version wrote", zap.String("plan", planID), zap.String("folder", aside))
+	}
+	for _, kv := range splitList(j.Get(jBackupState, "copies")) {
+		folder, id, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		if err := a.cfg.Backups.RestoreFolder(ctx, id, filepath.Join(a.cfg.ClusterDir, folder)); err != nil {
+			return fmt.Errorf("restoring state folder %s from backup %s: %w", folder, id, err)
+		}
+		a.log.Info("state folder restored from the copy taken at the stop", zap.String("plan", planID), zap.String("folder", folder), zap.String("backup", id))
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+// verify waits until the peer runs version, holds at least expectedPins pins
+// and sees every expected peer, or fails: when the peer exits, or at the
+// verification deadline with what was still missing. It returns the pin count.
+func (a *Agent) verify(ctx context.Context, version string, expectedPins int, peers []string, restarts int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.VerifyTimeout)
+	defer cancel()
+	tick := time.NewTicker(a.cfg.PollInterval)
+	defer tick.Stop()
+	missing := "nothing checked yet"
+	for {
+		pins, why, err := a.healthy(ctx, version, expectedPins, peers, restarts)
+		if err != nil {
+			return 0, err
+		}
+		if why == "" {
+			return pins, nil
+		}
+		missing = why
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("not healthy within %s: %s", a.cfg.VerifyTimeout, missing)
+		case <-tick.C:
+		}
+	}
+}
+
+// healthy checks once. It returns why the peer is not yet healthy ("" if it
+// is), or an error when waiting longer cannot help.
+func (a *Agent) healthy(ctx context.Context, version string, expectedPins int, peers []string, restarts int) (int, string, error) {
+	st, err := a.cfg.Runner.Status(ctx)
+	if err == nil && (st.Restarts > restarts || !st.Running) {
+		return 0, "", fmt.Errorf("the peer exited after its start (%s)", orUnknown(st.LastExit))
+	}
+	id, err := a.cfg.API.ID(ctx)
+	if err != nil {
+		return 0, "REST API not answering: " + err.Error(), nil
+	}
+	if plan.CompareVersions(id.Version, version) != 0 {
+		return 0, fmt.Sprintf("peer runs %s, not %s", id.Version, version), nil
+	}
+	pins, err := a.cfg.API.PinCount(ctx)
+	if err != nil {
+		return 0, "pinset not readable: " + err.Error(), nil
+	}
+	if pins < expectedPins {
+		return pins, fmt.Sprintf("pinset holds %d of %d pins", pins, expectedPins), nil
+	}
+	seen, err := a.cfg.API.Peers(ctx)
+	if err != nil {
+		return pins, "peer list not readable: " + err.Error(), nil
+	}
+	have := map[string]bool{id.ID: true}
+	for _, s := range seen {
+		have[s.ID] = true
+	}
+	var lacking []string
+	for _, p := range peers {
+		if !have[p] {
+			lacking = append(lacking, plan.ShortID(p))
+		}
+	}
+	if len(lacking) > 0 {
+		return pins, "cluster peers not seen: " + strings.Join(lacking, ", "), nil
+	}
+	return pins, "", nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "no exit status"
+	}
+	return s
+}

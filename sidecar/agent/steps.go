@@ -1,0 +1,414 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/upgraded/upgraded/coordination/plan"
+	"github.com/upgraded/upgraded/sidecar"
+	"github.com/upgraded/upgraded/sidecar/cluster"
+	"github.com/upgraded/upgraded/sidecar/stage"
+	"github.com/upgraded/upgraded/statebackup"
+)
+
+// prepare stages the target binaries and takes a verified live backup. Nothing
+// is stopped: a failure here fails the plan with the cluster untouched.
+func (a *Agent) prepare(ctx context.Context, p *plan.Plan) error {
+	j, err := a.cfg.Journal.Load(p.ID)
+	if err != nil {
+		return err
+	}
+	if j.Done(jPrepare) { // done before a restart, or the report has not landed yet
+		a.reportPrepared(p.ID, j)
+		return nil
+	}
+	log := a.log.With(zap.String("plan", p.ID), zap.String("step", jPrepare))
+	if err := a.cfg.Journal.Begin(p.ID, jPrepare, nil); err != nil {
+		return a.fail(p.ID, plan.StepFailed, err)
+	}
+	from, err := a.currentVersion(ctx)
+	if err != nil {
+		return a.fail(p.ID, plan.StepFailed, fmt.Errorf("finding the running version: %w", err))
+	}
+	a.report(p.ID, func(hp *plan.HostProgress) {
+		hp.Step, hp.FromVersion, hp.Version, hp.Detail = plan.StepPreparing, from, from, "fetching and verifying artifacts"
+	})
+	if err := a.stage(ctx, p); err != nil {
+		return a.fail(p.ID, plan.StepFailed, err)
+	}
+	a.report(p.ID, func(hp *plan.HostProgress) { hp.Detail = "backing up the pinset from the running peer" })
+	m, err := a.liveBackup(ctx, p.ID, from)
+	if err != nil {
+		return a.fail(p.ID, plan.StepFailed, err)
+	}
+	log.Info("prepared: binaries staged and verified, pinset backed up",
+		zap.String("from", from), zap.String("to", p.Version), zap.Int("pins", m.Pins), zap.String("backup", m.ID))
+	data := map[string]string{"from": from, "backup": m.ID, "backup_pins": strconv.Itoa(m.Pins)}
+	if err := a.cfg.Journal.Done(p.ID, jPrepare, data); err != nil {
+		return a.fail(p.ID, plan.StepFailed, err)
+	}
+	j, err = a.cfg.Journal.Load(p.ID)
+	if err != nil {
+		return err
+	}
+	a.reportPrepared(p.ID, j)
+	return nil
+}
+
+func (a *Agent) reportPrepared(planID string, j *Entries) {
+	pins, _ := strconv.Atoi(j.Get(jPrepare, "backup_pins"))
+	from := j.Get(jPrepare, "from")
+	a.report(planID, func(hp *plan.HostProgress) {
+		hp.Step, hp.FromVersion, hp.Version, hp.BackupPins, hp.Pins, hp.Error = plan.StepPrepared, from, from, pins, pins, ""
+		hp.Detail = "binaries staged, pinset backed up and verified"
+	})
+}
+
+// stage fetches every artifact, checks its sha256, unpacks it, checks that the
+// service binary says it is the target version, and installs it beside the current one.
+func (a *Agent) stage(ctx context.Context, p *plan.Plan) error {
+	if a.cfg.Bins.Has(p.Version) {
+		if err := stage.VerifyVersion(ctx, a.cfg.Bins.ServicePathFor(p.Version), p.Version); err == nil {
+			a.log.Info("target version already installed on this host", zap.String("plan", p.ID), zap.String("version", p.Version))
+			return nil
+		}
+	}
+	dir := a.stagingDir(p.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating staging folder: %w", err)
+	}
+	var files []string
+	for _, art := range p.Artifacts {
+		f, err := stage.Fetch(ctx, stage.Artifact{Source: art.Source, SHA256: art.SHA256}, dir, a.cfg.FetchOptions...)
+		if err != nil {
+			return fmt.Errorf("fetching artifact %s: %w", art.Source, err)
+		}
+		files = append(files, f)
+	}
+	bins, err := stage.Unpack(ctx, files, filepath.Join(dir, "unpacked"))
+	if err != nil {
+		return fmt.Errorf("unpacking artifacts: %w", err)
+	}
+	if err := stage.VerifyVersion(ctx, bins.Service, p.Version); err != nil {
+		return fmt.Errorf("checking the staged binary: %w", err)
+	}
+	if err := a.cfg.Bins.Install(p.Version, bins); err != nil {
+		return fmt.Errorf("installing version %s: %w", p.Version, err)
+	}
+	return nil
+}
+
+func (a *Agent) liveBackup(ctx context.Context, planID, version string) (*statebackup.Manifest, error) {
+	peerID, _ := cluster.LoadPeerID(a.cfg.ClusterDir)
+	m, err := a.cfg.Backups.LiveExport(ctx, a.cfg.API, statebackup.Meta{
+		ClusterVersion: version, PeerID: peerID, PlanID: planID, Note: "before upgrade"})
+	if err != nil {
+		return nil, fmt.Errorf("backing up the live pinset: %w", err)
+	}
+	if _, err := a.cfg.Backups.Verify(ctx, m.ID); err != nil {
+		return nil, fmt.Errorf("verifying the live backup %s: %w", m.ID, err)
+	}
+	return m, nil
+}
+
+// switchOver is the standard procedure on this host: at SwitchAt, stop, take
+// the offline backups, swap, migrate, start, verify. Every sub-step is
+// journaled and skipped when already done, so it resumes after a crash.
+func (a *Agent) switchOver(ctx context.Context, p *plan.Plan) error {
+	j, err := a.cfg.Journal.Load(p.ID)
+	if err != nil {
+		return err
+	}
+	if j.Done(jVerify) {
+		a.reportVerified(p.ID, p.Version, j)
+		return nil
+	}
+	if !j.Done(jPrepare) { // cannot happen unless the journal was lost: do not touch the peer
+		return a.fail(p.ID, plan.StepFailed, fmt.Errorf("journal has no completed preparation for plan %s", p.ID))
+	}
+	if !j.Begun(jStop) {
+		stopped, err := a.stopAtBarrier(ctx, p, j)
+		if err != nil || !stopped {
+			return err
+		}
+	} else if !j.Done(jStop) {
+		if err := a.stopPeer(ctx, p.ID); err != nil {
+			return a.fail(p.ID, plan.StepFailed, err)
+		}
+	}
+	if j, err = a.cfg.Journal.Load(p.ID); err != nil {
+		return err
+	}
+	if err := a.offlineBackup(ctx, p, j); err != nil {
+		return a.fail(p.ID, plan.StepFailed, err)
+	}
+	if err := a.swapAndMigrate(ctx, p, j); err != nil {
+		return a.fail(p.ID, plan.StepFailed, err)
+	}
+	return a.startAndVerify(ctx, p)
+}
+
+// stopAtBarrier waits for the plan's switch time and stops the peer, unless
+// the plan left the switching phase meanwhile. It reports whether it stopped.
+func (a *Agent) stopAtBarrier(ctx context.Context, p *plan.Plan, j *Entries) (bool, error) {
+	expected, _ := strconv.Atoi(j.Get(jPrepare, "backup_pins"))
+	// Count again before the stop, so pins added since the backup are expected back too.
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if n, err := a.cfg.API.PinCount(cctx); err == nil && n > expected {
+		expected = n
+	}
+	cancel()
+	if wait := time.Until(p.SwitchAt); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, ctx.Err()
+		case <-t.C:
+		}
+	}
+	if cur := a.cfg.Plans.Plan(p.ID); cur == nil || cur.Phase != plan.PhaseSwitching {
+		a.log.Info("plan left the switch before this host stopped its peer; nothing to undo", zap.String("plan", p.ID))
+		return false, nil
+	}
+	if err := a.cfg.Journal.Begin(p.ID, jStop, map[string]string{"expected_pins": strconv.Itoa(expected)}); err != nil {
+		return false, a.fail(p.ID, plan.StepFailed, err)
+	}
+	a.report(p.ID, func(hp *plan.HostProgress) { hp.Step, hp.Detail = plan.StepStopping, "stopping the peer" })
+	if err := a.stopPeer(ctx, p.ID); err != nil {
+		return false, a.fail(p.ID, plan.StepFailed, err)
+	}
+	return true, nil
+}
+
+func (a *Agent) stopPeer(ctx context.Context, planID string) error {
+	if err := a.cfg.Runner.Stop(ctx); err != nil {
+		return fmt.Errorf("stopping the peer: %w", err)
+	}
+	a.log.Info("peer stopped", zap.String("plan", planID))
+	return a.cfg.Journal.Done(planID, jStop, nil)
+}
+
+// stateFolders are the folders of a cluster config folder that can hold the pinset.
+var stateFolders = []string{"raft", "pebble", "badger", "badger3", "leveldb"}
+
+// offlineBackup exports the stopped peer's state with its own binary and copies
+// its state folders. A short offline export is reported, never trusted: the
+// live backup and the folder copies are what a restore uses.
+func (a *Agent) offlineBackup(ctx context.Context, p *plan.Plan, j *Entries) error {
+	if j.Done(jBackupState) {
+		return nil
+	}
+	if err := a.cfg.Journal.Begin(p.ID, jBackupState, nil); err != nil {
+		return err
+	}
+	from := j.Get(jPrepare, "from")
+	expected, _ := strconv.Atoi(j.Get(jStop, "expected_pins"))
+	peerID, _ := cluster.LoadPeerID(a.cfg.ClusterDir)
+	meta := statebackup.Meta{ClusterVersion: from, PeerID: peerID, PlanID: p.ID}
+	data := map[string]string{}
+	note := ""
+	exp := filepath.Join(a.stagingDir(p.ID), "offline-export.ndjson")
+	if err := os.MkdirAll(filepath.Dir(exp), 0o700); err != nil {
+		return fmt.Errorf("creating staging folder: %w", err)
+	}
+	bin := cluster.Binary{Path: a.cfg.Bins.ServicePathFor(from), Env: a.cfg.BinaryEnv}
+	if err := bin.StateExport(ctx, a.cfg.ClusterDir, exp); err != nil {
+		note = "offline export failed: " + err.Error()
+		a.log.Warn("offline state export failed; relying on the live backup and the state-folder copy", zap.String("plan", p.ID), zap.Error(err))
+	} else if m, err := a.cfg.Backups.AddExport(ctx, exp, statebackup.KindOfflineExport, meta); err != nil {
+		return fmt.Errorf("storing the offline export: %w", err)
+	} else {
+		data["offline"], data["offline_pins"] = m.ID, strconv.Itoa(m.Pins)
+		if m.Pins < expected {
+			note = fmt.Sprintf("offline export holds %d of %d pins: not trusted (live backup and state-folder copy kept)", m.Pins, expected)
+			a.log.Warn("offline export is short: it is kept for the record but never used to restore",
+				zap.String("plan", p.ID), zap.Int("offline_pins", m.Pins), zap.Int("live_pins", expected))
+		}
+	}
+	var present, copies []string
+	for _, f := range stateFolders {
+		dir := filepath.Join(a.cfg.ClusterDir, f)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			continue
+		}
+		m, err := a.cfg.Backups.CopyFolder(ctx, dir, meta)
+		if err != nil {
+			return fmt.Errorf("copying state folder %s: %w", f, err)
+		}
+		present = append(present, f)
+		copies = append(copies, f+"="+m.ID)
+	}
+	fp, err := fingerprint(a.cfg.ClusterDir)
+	if err != nil {
+		return err
+	}
+	data["folders"], data["copies"], data["fingerprint"] = strings.Join(present, ","), strings.Join(copies, ","), fp
+	if note != "" {
+		data["note"] = note
+		a.report(p.ID, func(hp *plan.HostProgress) { hp.Detail = note })
+	}
+	return a.cfg.Journal.Done(p.ID, jBackupState, data)
+}
+
+func (a *Agent) swapAndMigrate(ctx context.Context, p *plan.Plan, j *Entries) error {
+	if !j.Done(jSwap) {
+		a.report(p.ID, func(hp *plan.HostProgress) {
+			hp.Step, hp.Detail = plan.StepSwapping, "switching binaries to "+p.Version
+		})
+		if err := a.cfg.Journal.Begin(p.ID, jSwap, nil); err != nil {
+			return err
+		}
+		if err := a.activate(p.Version); err != nil {
+			return err
+		}
+		if err := a.cfg.Journal.Done(p.ID, jSwap, nil); err != nil {
+			return err
+		}
+	}
+	if j.Done(jMigrate) {
+		return nil
+	}
+	bin := cluster.Binary{Path: a.cfg.Bins.ServicePath(), Env: a.cfg.BinaryEnv}
+	caps, err := bin.Capabilities(ctx)
+	if err != nil {
+		return fmt.Errorf("detecting what %s supports: %w", p.Version, err)
+	}
+	if caps.StateUpgrade {
+		a.log.Info("running the state migration of the new version", zap.String("plan", p.ID))
+		if err := a.cfg.Journal.Begin(p.ID, jMigrate, nil); err != nil {
+			return err
+		}
+		if err := bin.StateUpgrade(ctx, a.cfg.ClusterDir); err != nil {
+			return fmt.Errorf("migrating state to %s: %w", p.Version, err)
+		}
+	}
+	return a.cfg.Journal.Done(p.ID, jMigrate, map[string]string{"daemon_upgrade": strconv.FormatBool(caps.DaemonUpgrade)})
+}
+
+func (a *Agent) activate(version string) error {
+	cur, err := a.cfg.Bins.Current()
+	if err == nil && cur == version {
+		return nil
+	}
+	if err := a.cfg.Bins.Activate(version); err != nil {
+		return fmt.Errorf("switching binaries to %s: %w", version, err)
+	}
+	return nil
+}
+
+func (a *Agent) startAndVerify(ctx context.Context, p *plan.Plan) error {
+	j, err := a.cfg.Journal.Load(p.ID)
+	if err != nil {
+		return err
+	}
+	var opts sidecar.StartOptions
+	if j.Get(jMigrate, "daemon_upgrade") == "true" {
+		opts.ExtraArgs = []string{"--upgrade"}
+	}
+	restarts, err := a.startPeer(ctx, p.ID, opts, j.Done(jStart))
+	if err != nil {
+		return a.fail(p.ID, plan.StepFailed, err)
+	}
+	if !j.Done(jStart) {
+		if err := a.cfg.Journal.Done(p.ID, jStart, nil); err != nil {
+			return a.fail(p.ID, plan.StepFailed, err)
+		}
+	}
+	a.report(p.ID, func(hp *plan.HostProgress) {
+		hp.Step, hp.Version, hp.Detail = plan.StepStarting, p.Version, "waiting for the peer to prove itself healthy"
+	})
+	expected, _ := strconv.Atoi(j.Get(jStop, "expected_pins"))
+	pins, err := a.verify(ctx, p.Version, expected, a.expectedPeers(p), restarts)
+	if err != nil {
+		return a.fail(p.ID, plan.StepFailed, fmt.Errorf("verifying %s: %w", p.Version, err))
+	}
+	if err := a.cfg.Journal.Done(p.ID, jVerify, map[string]string{"pins": strconv.Itoa(pins)}); err != nil {
+		return a.fail(p.ID, plan.StepFailed, err)
+	}
+	a.log.Info("peer verified on the target version", zap.String("plan", p.ID), zap.String("version", p.Version), zap.Int("pins", pins))
+	j, _ = a.cfg.Journal.Load(p.ID)
+	a.reportVerified(p.ID, p.Version, j)
+	return nil
+}
+
+func (a *Agent) reportVerified(planID, version string, j *Entries) {
+	pins, _ := strconv.Atoi(j.Get(jVerify, "pins"))
+	a.report(planID, func(hp *plan.HostProgress) {
+		hp.Step, hp.Version, hp.Pins, hp.Error, hp.Detail = plan.StepVerified, version, pins, "", "target version, full pinset, all peers seen"
+	})
+}
+
+// startPeer starts the peer unless it runs, and returns the runner's restart
+// count at that moment, so that verification notices the peer dying.
+func (a *Agent) startPeer(ctx context.Context, planID string, opts sidecar.StartOptions, mayRun bool) (int, error) {
+	st, err := a.cfg.Runner.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("asking whether the peer runs: %w", err)
+	}
+	if st.Running && mayRun {
+		return st.Restarts, nil
+	}
+	if st.Running {
+		if err := a.cfg.Runner.Stop(ctx); err != nil {
+			return 0, fmt.Errorf("stopping the peer before its start: %w", err)
+		}
+	}
+	if err := a.cfg.Runner.Start(ctx, opts); err != nil {
+		return 0, fmt.Errorf("starting the peer: %w", err)
+	}
+	st, err = a.cfg.Runner.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("asking whether the peer runs: %w", err)
+	}
+	a.log.Info("peer started", zap.String("plan", planID), zap.Int("pid", st.PID))
+	return st.Restarts, nil
+}
+
+// expectedPeers are the cluster peers beside every host of the plan.
+func (a *Agent) expectedPeers(p *plan.Plan) []string {
+	st := a.cfg.Plans.State()
+	var ids []string
+	for id := range p.Hosts {
+		if h, ok := st.Hosts[id]; ok && h.ClusterPeer != "" {
+			ids = append(ids, h.ClusterPeer)
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// fingerprint summarises the state folders (names, sizes, times) so a rollback
+// can tell whether the new version changed them.
+func fingerprint(clusterDir string) (string, error) {
+	var b strings.Builder
+	for _, f := range stateFolders {
+		root := filepath.Join(clusterDir, f)
+		if _, err := os.Stat(root); err != nil {
+			continue
+		}
+		err := filepath.Walk(root, func(path string, fi os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(clusterDir, path)
+			fmt.Fprintf(&b, "%s:%d:%d;", rel, fi.Size(), fi.ModTime().UnixNano())
+			return nil
+		})
+		if err != nil {
+			return "", fmt.Errorf("fingerprinting state folder %s: %w", f, err)
+		}
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	return hex.EncodeToString(sum[:]), nil
+}
