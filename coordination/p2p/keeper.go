@@ -61,17 +61,6 @@ func (k *keeper) add(ai peer.AddrInfo, permanent bool) {
 	k.peers[ai.ID] = &kept{}
 }
 
-// known returns the kept peers.
-func (k *keeper) known() []peer.ID {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	ids := make([]peer.ID, 0, len(k.peers))
-	for id := range k.peers {
-		ids = append(ids, id)
-	}
-	return ids
-}
-
 // run reconnects kept peers until ctx ends.
 func (k *keeper) run(ctx context.Context) {
 	t := time.NewTicker(k.min)

@@ -142,6 +142,7 @@ func (c *ctl) do(ctx context.Context, method, path string) ([]byte, error) {
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
+		//lint:ignore ST1005 the real ipfs-cluster-ctl prints exactly this
 		return nil, fmt.Errorf("An error occurred:\n  Code: 0\n  Message: %s", err)
 	}
 	defer resp.Body.Close()
@@ -155,6 +156,7 @@ func (c *ctl) do(ctx context.Context, method, path string) ([]byte, error) {
 			Message string `json:"message"`
 		}
 		_ = json.Unmarshal(body, &e)
+		//lint:ignore ST1005 the real ipfs-cluster-ctl prints exactly this
 		return nil, fmt.Errorf("An error occurred:\n  Code: %d\n  Message: %s", resp.StatusCode, e.Message)
 	}
 	return body, nil

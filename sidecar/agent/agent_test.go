@@ -87,3 +87,21 @@ func TestJournalSurvivesTornLine(t *testing.T) {
 		t.Fatalf("Plans = %v, %v", plans, err)
 	}
 }
+
+func TestPinCIDAndNameReadsBothForms(t *testing.T) {
+	cases := []struct {
+		line, cid, name string
+		ok              bool
+	}{
+		{`{"cid":"bafkreic3j4","name":"sample","type":"pin"}`, "bafkreic3j4", "sample", true},
+		{`{"cid":{"/":"bafkreianuy"},"name":"old","type":2}`, "bafkreianuy", "old", true},
+		{`{"name":"no cid"}`, "", "", false},
+		{`not json`, "", "", false},
+	}
+	for _, tc := range cases {
+		cid, name, ok := pinCIDAndName([]byte(tc.line))
+		if cid != tc.cid || name != tc.name || ok != tc.ok {
+			t.Errorf("%s: got %q %q %v", tc.line, cid, name, ok)
+		}
+	}
+}

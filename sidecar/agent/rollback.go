@@ -43,7 +43,11 @@ func (a *Agent) rollback(ctx context.Context, p *plan.Plan) error {
 	if from == "" {
 		return a.fail(p.ID, plan.StepRollbackErr, fmt.Errorf("journal does not say which version ran before plan %s", p.ID))
 	}
-	if err := a.cfg.Journal.Begin(p.ID, jRollback, nil); err != nil {
+	window := j.Get(jRollback, "window")
+	if !j.Begun(jRollback) {
+		window = a.windowBackup(ctx, p)
+	}
+	if err := a.cfg.Journal.Begin(p.ID, jRollback, map[string]string{"window": window}); err != nil {
 		return a.fail(p.ID, plan.StepRollbackErr, err)
 	}
 	log.Warn("rolling back this host to its previous version", zap.String("to", from), zap.String("reason", p.Reason))
@@ -67,6 +71,13 @@ func (a *Agent) rollback(ctx context.Context, p *plan.Plan) error {
 	pins, err := a.verify(ctx, from, expected, a.expectedPeers(p), restarts)
 	if err != nil {
 		return a.fail(p.ID, plan.StepRollbackErr, fmt.Errorf("verifying %s after rollback: %w", from, err))
+	}
+	if window != "" {
+		n, err := a.repinWindow(ctx, p.ID, window)
+		if err != nil {
+			return a.fail(p.ID, plan.StepRollbackErr, fmt.Errorf("pinning again what was pinned on %s before the rollback: %w", p.Version, err))
+		}
+		pins += n
 	}
 	if err := a.cfg.Journal.Done(p.ID, jRollback, map[string]string{"pins": strconv.Itoa(pins)}); err != nil {
 		return a.fail(p.ID, plan.StepRollbackErr, err)

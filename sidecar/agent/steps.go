@@ -47,7 +47,7 @@ func (a *Agent) prepare(ctx context.Context, p *plan.Plan) error {
 		return a.fail(p.ID, plan.StepFailed, err)
 	}
 	a.report(p.ID, func(hp *plan.HostProgress) { hp.Detail = "backing up the pinset from the running peer" })
-	m, err := a.liveBackup(ctx, p.ID, from)
+	m, err := a.liveBackup(ctx, p.ID, from, "before upgrade")
 	if err != nil {
 		return a.fail(p.ID, plan.StepFailed, err)
 	}
@@ -108,10 +108,10 @@ func (a *Agent) stage(ctx context.Context, p *plan.Plan) error {
 	return nil
 }
 
-func (a *Agent) liveBackup(ctx context.Context, planID, version string) (*statebackup.Manifest, error) {
+func (a *Agent) liveBackup(ctx context.Context, planID, version, note string) (*statebackup.Manifest, error) {
 	peerID, _ := cluster.LoadPeerID(a.cfg.ClusterDir)
 	m, err := a.cfg.Backups.LiveExport(ctx, a.cfg.API, statebackup.Meta{
-		ClusterVersion: version, PeerID: peerID, PlanID: planID, Note: "before upgrade"})
+		ClusterVersion: version, PeerID: peerID, PlanID: planID, Note: note})
 	if err != nil {
 		return nil, fmt.Errorf("backing up the live pinset: %w", err)
 	}
