@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -165,15 +166,8 @@ func (c *Coordinator) register(ctx context.Context) bool {
 }
 
 func sameHost(a, b plan.Host) bool {
-	if a.ClusterPeer != b.ClusterPeer || a.Version != b.Version || a.Name != b.Name || a.Consensus != b.Consensus || len(a.Addrs) != len(b.Addrs) {
-		return false
-	}
-	for i := range a.Addrs {
-		if a.Addrs[i] != b.Addrs[i] {
-			return false
-		}
-	}
-	return true
+	return a.ClusterPeer == b.ClusterPeer && a.Version == b.Version && a.Name == b.Name && a.Consensus == b.Consensus &&
+		slices.Equal(a.Addrs, b.Addrs) && slices.Equal(a.ClusterAddrs, b.ClusterAddrs)
 }
 
 func (c *Coordinator) enforceDeadline(ctx context.Context) {

@@ -53,7 +53,7 @@ every peer healthy and roll everything back when one is not.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(initCmd(), idCmd(), keygenCmd(), daemonCmd(), announceCmd(), statusCmd(), demoCmd())
+	root.AddCommand(initCmd(), idCmd(), keygenCmd(), daemonCmd(), announceCmd(), statusCmd(), demoCmd(), backupCmd())
 	return root
 }
 

@@ -61,6 +61,25 @@ const (
 	StepRollingBack Step = "rolling-back" // returning to the previous version
 	StepRolledBack  Step = "rolled-back"  // back on the previous version, verified
 	StepRollbackErr Step = "rollback-failed"
+
+	// Steps of the bootstrap procedure.
+	StepRemoving  Step = "removing"  // leaving the cluster: peers rm, stop, state cleanup (old state kept)
+	StepRemoved   Step = "removed"   // out of the cluster, waiting to rejoin
+	StepRejoining Step = "rejoining" // started on the target with --bootstrap to the survivor
+	StepLeftOut   Step = "left-out"  // could not rejoin after retries; the rest of the cluster serves without it
+)
+
+// Task is what the bootstrap procedure asks of one host now. Tasks are set by
+// State.Apply alone, one host at a time, so whichever daemon leads, the
+// sequence goes on from the recorded step.
+type Task string
+
+const (
+	TaskRemove    Task = "remove"     // leave the cluster, keeping the old state
+	TaskUpgrade   Task = "upgrade"    // the survivor: swap, migrate, start alone, verify the full pinset
+	TaskRejoin    Task = "rejoin"     // a removed host: swap, start with --bootstrap to the survivor, verify
+	TaskRestore   Task = "restore"    // rollback of the survivor: old binary, old state, start alone
+	TaskRejoinOld Task = "rejoin-old" // rollback of a removed host: old binary, --bootstrap to the survivor
 )
 
 // Artifact is one file to fetch: a binary or a release tarball, with its mandatory sha256.
@@ -124,13 +143,15 @@ func isSHA256Hex(s string) bool {
 
 // Host is a daemon taking part in the cluster, and the cluster peer beside it.
 type Host struct {
-	ID          string    `json:"id"`           // the daemon's peer ID
-	ClusterPeer string    `json:"cluster_peer"` // the IPFS Cluster peer ID beside it
-	Name        string    `json:"name,omitempty"`
-	Addrs       []string  `json:"addrs,omitempty"`
-	Version     string    `json:"version,omitempty"` // cluster version it last reported
-	Consensus   string    `json:"consensus,omitempty"`
-	Updated     time.Time `json:"updated"`
+	ID          string   `json:"id"`           // the daemon's peer ID
+	ClusterPeer string   `json:"cluster_peer"` // the IPFS Cluster peer ID beside it
+	Name        string   `json:"name,omitempty"`
+	Addrs       []string `json:"addrs,omitempty"`
+	Version     string   `json:"version,omitempty"` // cluster version it last reported
+	// ClusterAddrs are the cluster peer's own multiaddrs (with /p2p/), for --bootstrap.
+	ClusterAddrs []string  `json:"cluster_addrs,omitempty"`
+	Consensus    string    `json:"consensus,omitempty"`
+	Updated      time.Time `json:"updated"`
 }
 
 // HostProgress is one host's state within a plan.
@@ -158,6 +179,12 @@ type Plan struct {
 	SwitchAt time.Time                `json:"switch_at,omitempty"` // when every host stops, in switching
 	Hosts    map[string]*HostProgress `json:"hosts"`
 	Timeouts Timeouts                 `json:"timeouts"`
+
+	// Bootstrap procedure only.
+	Survivor       string          `json:"survivor,omitempty"`        // host that stays and is upgraded alone
+	SurvivorReason string          `json:"survivor_reason,omitempty"` // why it was chosen
+	Order          []string        `json:"order,omitempty"`           // the other hosts, in removal and rejoin order
+	Tasks          map[string]Task `json:"tasks,omitempty"`           // what each host is asked to do now
 }
 
 // Timeouts bound each phase of a plan; a host silent past one causes failure or rollback.
@@ -187,6 +214,13 @@ func (p *Plan) HostIDs() []string {
 func (p *Plan) Clone() *Plan {
 	c := *p
 	c.Artifacts = append([]Artifact(nil), p.Artifacts...)
+	c.Order = append([]string(nil), p.Order...)
+	if p.Tasks != nil {
+		c.Tasks = make(map[string]Task, len(p.Tasks))
+		for id, t := range p.Tasks {
+			c.Tasks[id] = t
+		}
+	}
 	c.Hosts = make(map[string]*HostProgress, len(p.Hosts))
 	for id, h := range p.Hosts {
 		hc := *h

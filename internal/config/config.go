@@ -36,6 +36,7 @@ type Config struct {
 	Runner Runner
 
 	Timeouts Timeouts
+	Backups  Backups
 	// AnnouncementTTL is how long an announcement stays valid after signing.
 	AnnouncementTTL time.Duration
 	// StopPeerOnExit stops the cluster peer when the daemon exits (exec runner).
@@ -50,6 +51,15 @@ type Runner struct {
 	Type        string        // exec, systemd or docker
 	Unit        string        // systemd unit, for the systemd runner
 	StopTimeout time.Duration // SIGTERM, then SIGKILL after this
+}
+
+// Backups say how often the daemon backs up the live pinset on its own, besides the backups every plan takes,
+// and how many it keeps.
+type Backups struct {
+	// Interval between scheduled live backups; 0 turns them off.
+	Interval time.Duration
+	// Keep is how many of the newest backups pruning keeps; every backup of the last plan is kept as well.
+	Keep int
 }
 
 // Timeouts bound each phase of a plan.
@@ -69,6 +79,7 @@ func Default(dir string) *Config {
 		Runner: Runner{Type: RunnerExec, Unit: "ipfs-cluster.service", StopTimeout: 30 * time.Second},
 		Timeouts: Timeouts{Prepare: 10 * time.Minute, Switch: 5 * time.Minute, Rollback: 5 * time.Minute,
 			Barrier: 300 * time.Millisecond, Verify: 2 * time.Minute},
+		Backups:         Backups{Interval: 0, Keep: 10},
 		AnnouncementTTL: time.Hour,
 		LogFormat:       "console",
 	}
@@ -113,6 +124,12 @@ func (c *Config) Validate() error {
 	if c.Timeouts.Barrier < 0 {
 		errs = append(errs, errors.New("timeouts.barrier: must not be negative"))
 	}
+	if c.Backups.Interval < 0 {
+		errs = append(errs, errors.New("backups.interval: must not be negative (0s turns scheduled backups off)"))
+	}
+	if c.Backups.Keep < 1 {
+		errs = append(errs, fmt.Errorf("backups.keep %d: at least the newest backup must be kept", c.Backups.Keep))
+	}
 	if c.LogFormat != "console" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("log_format %q: want console or json", c.LogFormat))
 	}
@@ -137,6 +154,7 @@ type jsonConfig struct {
 	Trust           []string     `json:"trusted_signers"`
 	Runner          jsonRunner   `json:"runner"`
 	Timeouts        jsonTimeouts `json:"timeouts"`
+	Backups         jsonBackups  `json:"backups"`
 	AnnouncementTTL string       `json:"announcement_ttl"`
 	StopPeerOnExit  bool         `json:"stop_peer_on_exit"`
 	LogFormat       string       `json:"log_format"`
@@ -146,6 +164,11 @@ type jsonRunner struct {
 	Type        string `json:"type"`
 	Unit        string `json:"unit,omitempty"`
 	StopTimeout string `json:"stop_timeout"`
+}
+
+type jsonBackups struct {
+	Interval string `json:"interval"`
+	Keep     int    `json:"keep"`
 }
 
 type jsonTimeouts struct {
@@ -162,6 +185,7 @@ func (c *Config) ToJSON() ([]byte, error) {
 		Runner: jsonRunner{Type: c.Runner.Type, Unit: c.Runner.Unit, StopTimeout: c.Runner.StopTimeout.String()},
 		Timeouts: jsonTimeouts{Prepare: c.Timeouts.Prepare.String(), Switch: c.Timeouts.Switch.String(),
 			Rollback: c.Timeouts.Rollback.String(), Barrier: c.Timeouts.Barrier.String(), Verify: c.Timeouts.Verify.String()},
+		Backups:         jsonBackups{Interval: c.Backups.Interval.String(), Keep: c.Backups.Keep},
 		AnnouncementTTL: c.AnnouncementTTL.String(), StopPeerOnExit: c.StopPeerOnExit, LogFormat: c.LogFormat}
 	return json.MarshalIndent(j, "", "  ")
 }
@@ -194,6 +218,9 @@ func (c *Config) LoadJSON(b []byte) error {
 	if j.LogFormat != "" {
 		c.LogFormat = j.LogFormat
 	}
+	if j.Backups.Keep != 0 {
+		c.Backups.Keep = j.Backups.Keep
+	}
 	for _, d := range []struct {
 		name string
 		in   string
@@ -206,6 +233,7 @@ func (c *Config) LoadJSON(b []byte) error {
 		{"timeouts.barrier", j.Timeouts.Barrier, &c.Timeouts.Barrier},
 		{"timeouts.verify", j.Timeouts.Verify, &c.Timeouts.Verify},
 		{"announcement_ttl", j.AnnouncementTTL, &c.AnnouncementTTL},
+		{"backups.interval", j.Backups.Interval, &c.Backups.Interval},
 	} {
 		if d.in == "" {
 			continue

@@ -14,6 +14,7 @@ func TestRoundTrip(t *testing.T) {
 	c.Trust = []string{"12D3KooWHFka2tF6YtX6PC3Y7yQLzShTeRT1V5Hmx7cxByVdn1hS"}
 	c.Timeouts.Verify = 42 * time.Second
 	c.Runner = Runner{Type: RunnerSystemd, Unit: "ipfs-cluster.service", StopTimeout: 7 * time.Second}
+	c.Backups = Backups{Interval: 6 * time.Hour, Keep: 4}
 	if err := c.Save(); err != nil {
 		t.Fatal(err)
 	}
@@ -26,8 +27,27 @@ func TestRoundTrip(t *testing.T) {
 	if string(a) != string(b) {
 		t.Fatalf("round trip changed the config:\n%s\n---\n%s", a, b)
 	}
-	if !strings.Contains(string(a), `"verify": "42s"`) {
+	if !strings.Contains(string(a), `"verify": "42s"`) || !strings.Contains(string(a), `"interval": "6h0m0s"`) {
 		t.Fatalf("durations should be strings like service.json's: %s", a)
+	}
+	if got.Backups != c.Backups {
+		t.Fatalf("backups section: got %+v, want %+v", got.Backups, c.Backups)
+	}
+}
+
+// TestBackupsDefaultWhenAbsent: an upgraded.json written before the backups section existed loads with scheduled
+// backups off and the default retention.
+func TestBackupsDefaultWhenAbsent(t *testing.T) {
+	c := Default("/x")
+	if err := c.LoadJSON([]byte(`{"cluster_config":"/c"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if c.Backups.Interval != 0 || c.Backups.Keep != 10 {
+		t.Fatalf("backups = %+v, want interval 0 (off) and keep 10", c.Backups)
+	}
+	if err := c.LoadJSON([]byte(`{"cluster_config":"/c","backups":{"interval":"often"}}`)); err == nil ||
+		!strings.Contains(err.Error(), "backups.interval") {
+		t.Fatalf("want a backups.interval error, got %v", err)
 	}
 }
 
@@ -39,6 +59,8 @@ func TestValidateSaysWhatIsWrong(t *testing.T) {
 		"timeouts.barrier":    func(c *Config) { c.Timeouts.Barrier = -time.Second },
 		"verify":              func(c *Config) { c.Timeouts.Verify = 0 },
 		"log_format":          func(c *Config) { c.LogFormat = "xml" },
+		"backups.interval":    func(c *Config) { c.Backups.Interval = -time.Minute },
+		"backups.keep":        func(c *Config) { c.Backups.Keep = 0 },
 	}
 	for want, mutate := range cases {
 		c := Default(t.TempDir())

@@ -43,6 +43,8 @@ type Daemon struct {
 	runner  sidecar.Runner
 	api     *cluster.Client
 	control *control.Server
+
+	backupMu sync.Mutex // one backup, restore or prune at a time (backups.go)
 }
 
 // New builds every component; nothing runs until Run.
@@ -147,16 +149,16 @@ func (d *Daemon) buildHost() error {
 
 // hostInfo is this host's record in the plan state.
 func (d *Daemon) hostInfo(ctx context.Context) (plan.Host, error) {
-	v, err := d.api.Version(ctx)
+	id, err := d.api.ID(ctx)
 	if err != nil {
-		return plan.Host{}, fmt.Errorf("asking the local peer its version: %w", err)
+		return plan.Host{}, fmt.Errorf("asking the local peer its id and version: %w", err)
 	}
 	addrs := make([]string, 0)
 	for _, a := range d.node.Addrs() {
 		addrs = append(addrs, a.String())
 	}
 	return plan.Host{ID: d.node.ID().String(), ClusterPeer: d.peerID, Name: d.svc.PeerName, Addrs: addrs,
-		Version: v, Consensus: d.svc.Consensus}, nil
+		Version: id.Version, Consensus: d.svc.Consensus, ClusterAddrs: id.Addresses}, nil
 }
 
 // Run runs the daemon until ctx ends, then shuts down in order.
@@ -174,7 +176,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
-	for _, run := range []func(context.Context) error{d.coord.Run, d.agent.Run} {
+	for _, run := range []func(context.Context) error{d.coord.Run, d.agent.Run, d.runBackups} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
