@@ -11,14 +11,13 @@ import (
 
 // Sentinel errors that callers branch on. Apply wraps them with detail.
 var (
-	ErrPlanActive  = errors.New("another plan is in progress")
-	ErrReplayed    = errors.New("announcement already seen")
-	ErrExpired     = errors.New("announcement expired")
-	ErrDowngrade   = errors.New("target version is older than the running version")
-	ErrNoHosts     = errors.New("no hosts registered")
-	ErrNoPlan      = errors.New("no such plan")
-	ErrNotInPlan   = errors.New("host is not part of the plan")
-	ErrUnsupported = errors.New("procedure not supported")
+	ErrPlanActive = errors.New("another plan is in progress")
+	ErrReplayed   = errors.New("announcement already seen")
+	ErrExpired    = errors.New("announcement expired")
+	ErrDowngrade  = errors.New("target version is older than the running version")
+	ErrNoHosts    = errors.New("no hosts registered")
+	ErrNoPlan     = errors.New("no such plan")
+	ErrNotInPlan  = errors.New("host is not part of the plan")
 )
 
 // Op names a command.
@@ -121,9 +120,6 @@ func (s *State) register(h *Host, at time.Time) error {
 func (s *State) CheckAnnouncement(a *Announcement, at time.Time) error {
 	if err := a.Validate(); err != nil {
 		return err
-	}
-	if a.Procedure != Standard {
-		return fmt.Errorf("%w: %s (only the standard procedure is carried out by this release)", ErrUnsupported, a.Procedure)
 	}
 	if _, ok := s.Plans[a.ID]; ok {
 		return fmt.Errorf("%w: plan %s exists", ErrReplayed, a.ID)
@@ -238,16 +234,30 @@ func (s *State) advance(p *Plan, at time.Time) {
 			p.SwitchAt = at.Add(p.Timeouts.Barrier)
 			p.Deadline = p.SwitchAt.Add(p.Timeouts.Switch)
 			p.Reason = ""
+			if p.Procedure == Bootstrap {
+				p.chooseSurvivor()
+				s.stepBootstrap(p, at)
+			}
 		}
 	case PhaseSwitching:
 		if failed := p.hostsIn(StepFailed); len(failed) > 0 {
 			s.rollback(p, "switch failed on "+p.describe(failed), at)
+			if p.Procedure == Bootstrap {
+				s.stepBootstrapRollback(p, at)
+			}
+			return
+		}
+		if p.Procedure == Bootstrap {
+			s.stepBootstrap(p, at)
 			return
 		}
 		if p.all(StepVerified) {
 			s.end(p, PhaseDone, "every host verified on "+p.Version, at)
 		}
 	case PhaseRollingBack:
+		if p.Procedure == Bootstrap {
+			s.stepBootstrapRollback(p, at)
+		}
 		if bad := p.hostsIn(StepRollbackErr); len(bad) > 0 && p.settled() {
 			s.end(p, PhaseRollbackFailed, p.Reason+"; rollback failed on "+p.describe(bad), at)
 			return
@@ -290,6 +300,9 @@ func (s *State) timeout(c Command, at time.Time) error {
 	case PhaseSwitching:
 		slow := p.hostsNotIn(StepVerified)
 		s.rollback(p, "not verified before the deadline: "+p.describe(slow), at)
+		if p.Procedure == Bootstrap {
+			s.stepBootstrapRollback(p, at)
+		}
 	case PhaseRollingBack:
 		slow := p.hostsNotIn(StepRolledBack)
 		s.end(p, PhaseRollbackFailed, p.Reason+"; not rolled back before the deadline: "+p.describe(slow), at)

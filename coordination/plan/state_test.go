@@ -53,7 +53,6 @@ func TestProposeRefusals(t *testing.T) {
 		{"replay of a refused one", func(s *State) {
 			_ = s.Apply(Command{Op: OpReject, Announcement: announcement("p1", "1.1.6"), Reason: "no"}, t0)
 		}, announcement("p1", "1.1.6"), t0, ErrReplayed},
-		{"bootstrap not carried out yet", nil, func() *Announcement { a := announcement("p1", "1.1.6"); a.Procedure = Bootstrap; return a }(), t0, ErrUnsupported},
 		{"second plan while one runs", func(s *State) {
 			_ = s.Apply(Command{Op: OpPropose, Announcement: announcement("p0", "1.1.5")}, t0)
 		}, announcement("p1", "1.1.6"), t0, ErrPlanActive},

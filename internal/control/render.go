@@ -33,6 +33,10 @@ type PlanSummary struct {
 	Created   time.Time `json:"created"`
 	Updated   time.Time `json:"updated"`
 	Succeeded bool      `json:"succeeded"`
+	// Bootstrap procedure: the host that stays, why, and the order of the others.
+	Survivor       string   `json:"survivor,omitempty"`
+	SurvivorReason string   `json:"survivor_reason,omitempty"`
+	Order          []string `json:"order,omitempty"`
 }
 
 // PeerReport is one host's line.
@@ -57,7 +61,8 @@ func MakeReport(s *Status, now time.Time) Report {
 	}
 	if p := s.Plan; p != nil {
 		r.Plan = &PlanSummary{ID: p.ID, Version: p.Version, Procedure: string(p.Procedure), Signer: p.Signer,
-			Phase: string(p.Phase), Reason: p.Reason, Created: p.Created, Updated: p.Updated, Succeeded: p.Succeeded()}
+			Phase: string(p.Phase), Reason: p.Reason, Created: p.Created, Updated: p.Updated, Succeeded: p.Succeeded(),
+			Survivor: p.Survivor, SurvivorReason: p.SurvivorReason, Order: p.Order}
 		r.Phase = string(p.Phase)
 		for id := range p.Hosts {
 			if _, ok := s.Hosts[id]; !ok {
@@ -99,6 +104,9 @@ func RenderTable(w io.Writer, r Report) {
 			fmt.Fprintf(w, "  %s\n", p.Reason)
 		}
 		fmt.Fprintf(w, "  signed by %s; %d daemons, leader %s\n", plan.ShortID(p.Signer), r.Daemons, plan.ShortID(r.Leader))
+		if p.Survivor != "" {
+			fmt.Fprintf(w, "  survivor %s: %s\n", plan.ShortID(p.Survivor), p.SurvivorReason)
+		}
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tNAME\tVERSION\tPHASE\tPINS\tLAST ERROR")

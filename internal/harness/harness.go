@@ -166,7 +166,11 @@ func (c *Cluster) Start(ctx context.Context) error {
 }
 
 // StartDaemon starts daemon i (again).
-func (c *Cluster) StartDaemon(i int) error {
+func (c *Cluster) StartDaemon(i int) error { return c.StartDaemonEnv(i, nil) }
+
+// StartDaemonEnv starts daemon i with extra environment (which its cluster
+// peer inherits: CLUSTERSIM_FAULT makes that host's peer misbehave).
+func (c *Cluster) StartDaemonEnv(i int, env []string) error {
 	h := c.Hosts[i]
 	args := []string{"daemon", "--config", h.ConfigDir}
 	if i > 0 {
@@ -178,7 +182,7 @@ func (c *Cluster) StartDaemon(i int) error {
 	}
 	cmd := exec.Command(c.opt.UpgradedBin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "UPGRADED_LOG_LEVEL=info")
+	cmd.Env = append(append(os.Environ(), "UPGRADED_LOG_LEVEL=info"), env...)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("starting daemon %d: %w", i, err)
@@ -216,6 +220,25 @@ func (c *Cluster) KillDaemon(ctx context.Context, i int, sig syscall.Signal) err
 
 // Socket is the control socket of daemon i.
 func (c *Cluster) Socket(i int) string { return filepath.Join(c.Hosts[i].ConfigDir, "upgraded.sock") }
+
+// HostID returns the peer ID of daemon i ("" when it does not answer).
+func (c *Cluster) HostID(ctx context.Context, i int) string {
+	st, err := c.Status(ctx, i)
+	if err != nil {
+		return ""
+	}
+	return st.Self.ID
+}
+
+// IndexOf returns the index of the daemon whose peer ID is id, or -1.
+func (c *Cluster) IndexOf(ctx context.Context, id string) int {
+	for i := range c.Hosts {
+		if st, err := c.Status(ctx, i); err == nil && st.Self.ID == id {
+			return i
+		}
+	}
+	return -1
+}
 
 // Status asks daemon i for its view.
 func (c *Cluster) Status(ctx context.Context, i int) (*control.Status, error) {

@@ -92,10 +92,12 @@ const (
 	actSwitch
 	actRollback
 	actCleanup
+	actRemove
+	actRejoin
 )
 
 func (a action) String() string {
-	return [...]string{"none", "prepare", "switch", "rollback", "cleanup"}[a]
+	return [...]string{"none", "prepare", "switch", "rollback", "cleanup", "remove", "rejoin"}[a]
 }
 
 // decide is the whole policy of the host: given the plan and this host's
@@ -115,17 +117,44 @@ func decide(p *plan.Plan, me string, j *Entries) action {
 			return actPrepare
 		}
 	case plan.PhaseSwitching:
+		if p.Procedure == plan.Bootstrap {
+			return decideBootstrap(p.Tasks[me], hp.Step)
+		}
 		switch hp.Step {
 		case plan.StepPrepared, plan.StepStopping, plan.StepSwapping, plan.StepStarting:
 			return actSwitch
 		}
 	case plan.PhaseRollingBack:
+		if p.Procedure == plan.Bootstrap && p.Survivor != "" && p.Tasks[me] != plan.TaskRestore && p.Tasks[me] != plan.TaskRejoinOld {
+			return actNone // the sequence has not reached this host yet
+		}
 		if hp.Step != plan.StepRolledBack && hp.Step != plan.StepRollbackErr {
 			return actRollback
 		}
 	default: // ended
 		if !j.Done(jCleanup) {
 			return actCleanup
+		}
+	}
+	return actNone
+}
+
+// decideBootstrap is the host's policy within the bootstrap sequence: act
+// only on the task the plan gives it, from the steps that task starts from.
+func decideBootstrap(task plan.Task, step plan.Step) action {
+	switch task {
+	case plan.TaskRemove:
+		if step == plan.StepPrepared || step == plan.StepRemoving {
+			return actRemove
+		}
+	case plan.TaskUpgrade:
+		switch step {
+		case plan.StepPrepared, plan.StepStopping, plan.StepSwapping, plan.StepStarting:
+			return actSwitch
+		}
+	case plan.TaskRejoin:
+		if step == plan.StepRemoved || step == plan.StepRejoining {
+			return actRejoin
 		}
 	}
 	return actNone
@@ -201,6 +230,10 @@ func (a *Agent) runTask(ctx context.Context, p *plan.Plan, act action) {
 		err = a.rollback(ctx, p)
 	case actCleanup:
 		err = a.cleanup(ctx, p)
+	case actRemove:
+		err = a.remove(ctx, p)
+	case actRejoin:
+		err = a.rejoin(ctx, p)
 	}
 	if err != nil && ctx.Err() == nil {
 		log.Error("task failed", zap.Error(err))
@@ -219,7 +252,7 @@ func (a *Agent) startup(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if j.Begun(jStop) && !j.Done(jVerify) && !j.Done(jRollback) && !j.Done(jCleanup) {
+		if (j.Begun(jStop) || j.Begun(jRemove)) && !j.Done(jVerify) && !j.Done(jRejoin) && !j.Done(jRollback) && !j.Done(jCleanup) {
 			a.log.Warn("a previous run stopped the peer for a plan that is not settled; waiting for the cluster's plan state before touching it",
 				zap.String("plan", id))
 			return nil

@@ -48,6 +48,36 @@ func TestDecide(t *testing.T) {
 			}
 		})
 	}
+	boot := []struct {
+		name string
+		task plan.Task
+		step plan.Step
+		want action
+	}{
+		{"no task yet", "", plan.StepPrepared, actNone},
+		{"asked to leave", plan.TaskRemove, plan.StepPrepared, actRemove},
+		{"resume a removal", plan.TaskRemove, plan.StepRemoving, actRemove},
+		{"removed, waiting", plan.TaskRemove, plan.StepRemoved, actNone},
+		{"survivor upgrades alone", plan.TaskUpgrade, plan.StepPrepared, actSwitch},
+		{"asked to rejoin", plan.TaskRejoin, plan.StepRemoved, actRejoin},
+		{"left out stays out", plan.TaskRejoin, plan.StepLeftOut, actNone},
+	}
+	for _, tc := range boot {
+		p := &plan.Plan{Phase: plan.PhaseSwitching, Announcement: plan.Announcement{Procedure: plan.Bootstrap},
+			Survivor: "s", Tasks: map[string]plan.Task{"me": tc.task}, Hosts: map[string]*plan.HostProgress{"me": {Step: tc.step}}}
+		if got := decide(p, "me", journal()); got != tc.want {
+			t.Errorf("bootstrap, %s: decide = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+	rb := &plan.Plan{Phase: plan.PhaseRollingBack, Announcement: plan.Announcement{Procedure: plan.Bootstrap}, Survivor: "s",
+		Tasks: map[string]plan.Task{"me": plan.TaskRemove}, Hosts: map[string]*plan.HostProgress{"me": {Step: plan.StepRemoved}}}
+	if got := decide(rb, "me", journal()); got != actNone {
+		t.Errorf("a removed host waits for the survivor's restore before rejoining, got %s", got)
+	}
+	rb.Tasks["me"] = plan.TaskRejoinOld
+	if got := decide(rb, "me", journal()); got != actRollback {
+		t.Errorf("rejoin-old must roll back, got %s", got)
+	}
 	if decide(nil, "me", journal()) != actNone {
 		t.Fatal("no plan must mean nothing to do")
 	}

@@ -38,6 +38,8 @@ const (
 	jVerify      = "verify"
 	jRollback    = "rollback"
 	jCleanup     = "cleanup"
+	jRemove      = "remove" // bootstrap: peers rm, stop, state cleanup (a point of no return too)
+	jRejoin      = "rejoin" // bootstrap: start on the target with --bootstrap to the survivor
 )
 
 // OpenJournal uses dir (created if needed) for the journals of every plan.

@@ -28,7 +28,7 @@ func (a *Agent) rollback(ctx context.Context, p *plan.Plan) error {
 		return nil
 	}
 	log := a.log.With(zap.String("plan", p.ID), zap.String("step", jRollback))
-	if !j.Begun(jStop) {
+	if !j.Begun(jStop) && !j.Begun(jRemove) {
 		log.Info("rolling back: this host never stopped its peer, nothing to undo")
 		if err := a.ensureRunning(ctx); err != nil {
 			return a.fail(p.ID, plan.StepRollbackErr, err)
@@ -54,6 +54,13 @@ func (a *Agent) rollback(ctx context.Context, p *plan.Plan) error {
 	a.report(p.ID, func(hp *plan.HostProgress) {
 		hp.Step, hp.Detail = plan.StepRollingBack, "returning to "+from
 	})
+	if p.Procedure == plan.Bootstrap && p.Tasks[a.cfg.HostID] == plan.TaskRejoinOld {
+		pins, err := a.rejoinOld(ctx, p, j, from)
+		if err != nil {
+			return a.fail(p.ID, plan.StepRollbackErr, fmt.Errorf("rejoining the survivor on %s: %w", from, err))
+		}
+		return a.rolledBack(p.ID, from, pins)
+	}
 	if err := a.cfg.Runner.Stop(ctx); err != nil {
 		return a.fail(p.ID, plan.StepRollbackErr, fmt.Errorf("stopping the peer: %w", err))
 	}
@@ -79,12 +86,16 @@ func (a *Agent) rollback(ctx context.Context, p *plan.Plan) error {
 		}
 		pins += n
 	}
-	if err := a.cfg.Journal.Done(p.ID, jRollback, map[string]string{"pins": strconv.Itoa(pins)}); err != nil {
-		return a.fail(p.ID, plan.StepRollbackErr, err)
+	return a.rolledBack(p.ID, from, pins)
+}
+
+func (a *Agent) rolledBack(planID, from string, pins int) error {
+	if err := a.cfg.Journal.Done(planID, jRollback, map[string]string{"pins": strconv.Itoa(pins)}); err != nil {
+		return a.fail(planID, plan.StepRollbackErr, err)
 	}
-	log.Info("rolled back and verified", zap.String("version", from), zap.Int("pins", pins))
-	j, _ = a.cfg.Journal.Load(p.ID)
-	a.reportRolledBack(p.ID, from, j)
+	a.log.Info("rolled back and verified", zap.String("plan", planID), zap.String("version", from), zap.Int("pins", pins))
+	j, _ := a.cfg.Journal.Load(planID)
+	a.reportRolledBack(planID, from, j)
 	return nil
 }
 

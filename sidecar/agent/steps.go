@@ -375,9 +375,19 @@ func (a *Agent) startPeer(ctx context.Context, planID string, opts sidecar.Start
 	return st.Restarts, nil
 }
 
-// expectedPeers are the cluster peers beside every host of the plan.
+// expectedPeers are the cluster peers a verified peer must see: beside every
+// host of the plan; in the bootstrap procedure, the survivor and itself.
 func (a *Agent) expectedPeers(p *plan.Plan) []string {
 	st := a.cfg.Plans.State()
+	if p.Procedure == plan.Bootstrap && p.Survivor != "" {
+		var ids []string
+		for _, id := range []string{p.Survivor, a.cfg.HostID} {
+			if h, ok := st.Hosts[id]; ok && h.ClusterPeer != "" {
+				ids = append(ids, h.ClusterPeer)
+			}
+		}
+		return ids
+	}
 	var ids []string
 	for id := range p.Hosts {
 		if h, ok := st.Hosts[id]; ok && h.ClusterPeer != "" {
