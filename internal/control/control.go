@@ -54,10 +54,11 @@ type Backend interface {
 
 // Server serves the control API.
 type Server struct {
-	b   Backend
-	log *zap.Logger
-	srv *http.Server
-	ln  net.Listener
+	b    Backend
+	path string
+	log  *zap.Logger
+	srv  *http.Server
+	ln   net.Listener
 	// AckTimeout bounds how long announce waits for the plan to be committed.
 	AckTimeout time.Duration
 }
@@ -77,7 +78,7 @@ func Listen(path string, b Backend, log *zap.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("restricting control socket %s: %w", path, err)
 	}
-	s := &Server{b: b, log: log.Named("control"), ln: ln, AckTimeout: 15 * time.Second}
+	s := &Server{b: b, path: path, log: log.Named("control"), ln: ln, AckTimeout: 15 * time.Second}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", s.status)
 	mux.HandleFunc("POST /v1/announce", s.announce)
@@ -100,6 +101,9 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(ctx)
+	if rmErr := os.Remove(s.path); rmErr != nil && !os.IsNotExist(rmErr) && err == nil {
+		err = rmErr
+	}
 	return err
 }
 
