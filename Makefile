@@ -6,7 +6,7 @@ GOFLAGS   ?=
 STATICCHECK_VERSION := v0.8.2
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build demo test check unit e2e bench fmt vet staticcheck clean
+.PHONY: all build demo test check unit e2e bench fmt vet staticcheck clean dist
 
 all: build
 
@@ -40,3 +40,27 @@ bench:
 
 clean:
 	rm -rf bin
+
+# Release tarballs for linux amd64 and arm64, the .deb of each (nfpm, installed
+# with `go install` when missing) and SHA256SUMS, in $(DIST_DIR).
+# DIST_ARCHS=amd64 builds one architecture only (the systemd-host tests).
+DIST_DIR     ?= dist
+DIST_ARCHS   ?= amd64 arm64
+DIST_VERSION ?= 0.1.0
+NFPM_VERSION := v2.41.3
+dist:
+	@command -v nfpm >/dev/null || $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+	@mkdir -p $(DIST_DIR)
+	@set -e; for arch in $(DIST_ARCHS); do \
+		stage=$(DIST_DIR)/upgraded_$(DIST_VERSION)_linux-$$arch; \
+		rm -rf $$stage; mkdir -p $$stage/systemd $$stage/polkit; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w' -o $$stage/upgraded ./cmd/upgraded; \
+		cp systemd/*.service $$stage/systemd/; cp packaging/polkit/*.rules $$stage/polkit/; cp README.md $$stage/; \
+		tar -C $(DIST_DIR) --owner=0 --group=0 -czf $$stage.tar.gz $$(basename $$stage); \
+		sed "s|@DIST_BIN@|$$stage/upgraded|" packaging/nfpm.yaml > $$stage.nfpm.yaml; \
+		DIST_ARCH=$$arch DIST_VERSION=$(DIST_VERSION) \
+			nfpm package --config $$stage.nfpm.yaml --packager deb --target $(DIST_DIR)/upgraded_$(DIST_VERSION)_$$arch.deb; \
+		rm -f $$stage.nfpm.yaml; \
+		rm -rf $$stage; \
+	done
+	cd $(DIST_DIR) && sha256sum upgraded_$(DIST_VERSION)_*.tar.gz upgraded_$(DIST_VERSION)_*.deb > SHA256SUMS

@@ -54,6 +54,7 @@ every peer healthy and roll everything back when one is not.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(initCmd(), idCmd(), keygenCmd(), daemonCmd(), announceCmd(), statusCmd(), demoCmd(), backupCmd())
+	root.AddCommand(serviceCmd())
 	return root
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/upgraded/upgraded/coordination/raftnet"
 	"github.com/upgraded/upgraded/internal/config"
 	"github.com/upgraded/upgraded/internal/control"
+	"github.com/upgraded/upgraded/internal/svcinstall"
 	"github.com/upgraded/upgraded/sidecar"
 	"github.com/upgraded/upgraded/sidecar/agent"
 	"github.com/upgraded/upgraded/sidecar/binstore"
@@ -118,6 +119,11 @@ func (d *Daemon) buildHost() error {
 	}
 	switch d.cfg.Runner.Type {
 	case config.RunnerSystemd:
+		// A missing unit or permission rule is an error now, before any plan
+		// could touch the running peer.
+		if err := svcinstall.Check(context.Background(), svcinstall.CheckConfig{Unit: d.cfg.Runner.Unit}); err != nil {
+			return fmt.Errorf("checking the systemd runner: %w", err)
+		}
 		d.runner, err = systemdrunner.New(systemdrunner.Config{Unit: d.cfg.Runner.Unit,
 			ExtraArgsFile: filepath.Join(d.cfg.RunDir(), "ipfs-cluster.env"), Logger: d.log.Named("systemd")})
 	default:
