@@ -22,7 +22,8 @@ import (
 const (
 	AnnounceTopic = "/upgraded/announce/1"
 	ProgressTopic = "/upgraded/progress/1"
-	AnnounceType  = "upgraded/announcement/v1"
+	ApprovalTopic = "/upgraded/approval/1"
+	AnnounceType  = plan.AnnounceType
 	ProgressType  = "upgraded/progress/v1"
 )
 
@@ -162,7 +163,7 @@ func (c *Coordinator) handleAnnouncement(ctx context.Context, data []byte) {
 			hosts = append(hosts, m.String())
 		}
 	})
-	cmd := plan.Command{Op: plan.OpPropose, Announcement: a, Signer: signer.String(), Timeouts: &c.cfg.Timeouts, HostIDs: hosts}
+	cmd := plan.Command{Op: plan.OpPropose, Announcement: a, Signer: signer.String(), Timeouts: &c.cfg.Timeouts, HostIDs: hosts, Envelope: data}
 	if cerr != nil {
 		c.log.Warn("announcement refused", zap.String("plan", a.ID), zap.String("signer", signer.String()), zap.Error(cerr))
 		cmd = plan.Command{Op: plan.OpReject, Announcement: a, Reason: cerr.Error()}

@@ -49,6 +49,7 @@ type Coordinator struct {
 
 	announce *p2p.Topic
 	progress *p2p.Topic
+	approval *p2p.Topic
 
 	mu      sync.Mutex
 	pending map[string]plan.HostProgress // progress not yet seen in the plan state, per plan
@@ -81,13 +82,16 @@ func New(cfg Config) (*Coordinator, error) {
 	if c.progress, err = cfg.Node.Topic(ProgressTopic, c.validateProgress); err != nil {
 		return nil, fmt.Errorf("joining the progress topic: %w", err)
 	}
+	if c.approval, err = cfg.Node.Topic(ApprovalTopic, c.validateApproval); err != nil {
+		return nil, fmt.Errorf("joining the approval topic: %w", err)
+	}
 	return c, nil
 }
 
 // Run serves the topics, registration, progress delivery and deadlines until ctx ends.
 func (c *Coordinator) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){c.announcements, c.progressIn, c.progressOut, c.housekeeping} {
+	for _, loop := range []func(context.Context){c.announcements, c.progressIn, c.progressOut, c.housekeeping, c.approvals} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -97,6 +101,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	wg.Wait()
 	c.announce.Close()
 	c.progress.Close()
+	c.approval.Close()
 	return nil
 }
 
@@ -167,6 +172,7 @@ func (c *Coordinator) register(ctx context.Context) bool {
 
 func sameHost(a, b plan.Host) bool {
 	return a.ClusterPeer == b.ClusterPeer && a.Version == b.Version && a.Name == b.Name && a.Consensus == b.Consensus &&
+		a.Policy.Equal(b.Policy) &&
 		slices.Equal(a.Addrs, b.Addrs) && slices.Equal(a.ClusterAddrs, b.ClusterAddrs)
 }
 

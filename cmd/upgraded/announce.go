@@ -44,7 +44,11 @@ func announceCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a, err := coordination.NewAnnouncement(version, arts, plan.Procedure(procedure), allowDowngrade, time.Now(), cfg.AnnouncementTTL)
+			ttl := cfg.AnnouncementTTL
+			if cfg.Approvals > 1 { // a proposal waits for the other operators' approvals
+				ttl = cfg.ProposalTTL
+			}
+			a, err := coordination.NewAnnouncement(version, arts, plan.Procedure(procedure), allowDowngrade, time.Now(), ttl)
 			if err != nil {
 				return err
 			}
@@ -59,6 +63,10 @@ func announceCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "plan %s: %s upgrade of %d hosts to %s\n", p.ID, p.Procedure, len(p.Hosts), p.Version)
+			if p.Phase == plan.PhaseProposed {
+				fmt.Fprintf(out, "proposed: %d more approvals needed (upgraded approve %s --key FILE); expires %s\n",
+					p.Missing(), p.ID, p.ExpiresAt.Local().Format(time.RFC1123))
+			}
 			if !wait {
 				return nil
 			}

@@ -55,6 +55,7 @@ every peer healthy and roll everything back when one is not.`,
 	}
 	root.AddCommand(initCmd(), idCmd(), keygenCmd(), daemonCmd(), announceCmd(), statusCmd(), demoCmd(), backupCmd())
 	root.AddCommand(serviceCmd())
+	root.AddCommand(approveCmd("approve"), approveCmd("reject"))
 	return root
 }
 

@@ -28,6 +28,7 @@ const (
 type Phase string
 
 const (
+	PhaseProposed       Phase = "proposed"        // waiting for approvals from enough operator keys; nothing done yet
 	PhasePreparing      Phase = "preparing"       // hosts stage binaries and back up state; nothing stopped yet
 	PhaseSwitching      Phase = "switching"       // hosts stop, swap, migrate and start at SwitchAt, then verify
 	PhaseDone           Phase = "done"            // every host verified on the target version
@@ -148,6 +149,8 @@ type Host struct {
 	Name        string   `json:"name,omitempty"`
 	Addrs       []string `json:"addrs,omitempty"`
 	Version     string   `json:"version,omitempty"` // cluster version it last reported
+	// Policy is who may start a plan on this host: it must be the same on every host.
+	Policy Policy `json:"policy"`
 	// ClusterAddrs are the cluster peer's own multiaddrs (with /p2p/), for --bootstrap.
 	ClusterAddrs []string  `json:"cluster_addrs,omitempty"`
 	Consensus    string    `json:"consensus,omitempty"`
@@ -179,6 +182,11 @@ type Plan struct {
 	SwitchAt time.Time                `json:"switch_at,omitempty"` // when every host stops, in switching
 	Hosts    map[string]*HostProgress `json:"hosts"`
 	Timeouts Timeouts                 `json:"timeouts"`
+
+	// Approvals: the operator keys that signed exactly this plan's content, by
+	// peer ID, with their signed envelopes so that any host can check them.
+	Policy    Policy              `json:"policy"`
+	Approvals map[string]Approval `json:"approvals,omitempty"`
 
 	// Bootstrap procedure only.
 	Survivor       string          `json:"survivor,omitempty"`        // host that stays and is upgraded alone
@@ -215,6 +223,13 @@ func (p *Plan) Clone() *Plan {
 	c := *p
 	c.Artifacts = append([]Artifact(nil), p.Artifacts...)
 	c.Order = append([]string(nil), p.Order...)
+	c.Policy.Trusted = append([]string(nil), p.Policy.Trusted...)
+	if p.Approvals != nil {
+		c.Approvals = make(map[string]Approval, len(p.Approvals))
+		for id, ap := range p.Approvals {
+			c.Approvals[id] = ap
+		}
+	}
 	if p.Tasks != nil {
 		c.Tasks = make(map[string]Task, len(p.Tasks))
 		for id, t := range p.Tasks {

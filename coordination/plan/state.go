@@ -29,6 +29,7 @@ const (
 	OpReject   Op = "reject"   // the leader records why a trusted announcement was refused
 	OpProgress Op = "progress" // a host reports a step
 	OpTimeout  Op = "timeout"  // the leader saw the current phase's deadline pass
+	OpApprove  Op = "approve"  // an operator approves or rejects a proposed plan (signed envelope)
 )
 
 // Command is what travels through the raft log.
@@ -44,6 +45,7 @@ type Command struct {
 	Phase        Phase         `json:"phase,omitempty"`
 	Reason       string        `json:"reason,omitempty"`
 	HostIDs      []string      `json:"host_ids,omitempty"` // propose: the daemons taking part (default: all registered)
+	Envelope     []byte        `json:"envelope,omitempty"` // propose: the signed announcement; approve: the signed approval
 }
 
 // Encode serialises a command for the raft log.
@@ -100,6 +102,8 @@ func (s *State) Apply(c Command, at time.Time) error {
 		return s.progress(c, at)
 	case OpTimeout:
 		return s.timeout(c, at)
+	case OpApprove:
+		return s.approve(c, at)
 	}
 	return fmt.Errorf("unknown command %q", c.Op)
 }
@@ -135,6 +139,13 @@ func (s *State) CheckAnnouncement(a *Announcement, at time.Time) error {
 	}
 	if len(s.Hosts) == 0 {
 		return ErrNoHosts
+	}
+	ids := make([]string, 0, len(s.Hosts))
+	for id := range s.Hosts {
+		ids = append(ids, id)
+	}
+	if _, err := s.policyOf(ids); err != nil {
+		return err
 	}
 	if !a.AllowDowngrade {
 		for _, h := range s.sortedHosts() {
@@ -176,6 +187,14 @@ func (s *State) propose(c Command, at time.Time) error {
 			return fmt.Errorf("host %s is not registered", ShortID(id))
 		}
 		p.Hosts[id] = &HostProgress{Step: StepPending, Version: h.Version, FromVersion: h.Version, Updated: at, StepStarted: at}
+	}
+	policy, err := s.policyOf(ids)
+	if err != nil {
+		return err
+	}
+	p.Policy = policy
+	if err := p.recordProposer(c, at); err != nil {
+		return err
 	}
 	s.Plans[a.ID] = p
 	s.Current, s.Last = a.ID, a.ID
@@ -294,6 +313,8 @@ func (s *State) timeout(c Command, at time.Time) error {
 		return nil // stale: the plan moved on, or the deadline was not reached by log time
 	}
 	switch p.Phase {
+	case PhaseProposed:
+		s.end(p, PhaseFailed, fmt.Sprintf("proposal expired with %d of %d approvals; nothing was done", len(p.Approvals), p.Policy.Threshold), at)
 	case PhasePreparing:
 		slow := p.hostsNotIn(StepPrepared)
 		s.end(p, PhaseFailed, "not prepared before the deadline: "+p.describe(slow)+"; nothing was stopped", at)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/multiformats/go-multiaddr"
@@ -32,6 +33,11 @@ type Config struct {
 	Listen        []string // multiaddrs of the daemons' swarm
 	Bootstrap     []string // other daemons to join (full /p2p multiaddrs); empty: found a new group
 	Trust         []string // peer IDs whose signed announcements are accepted
+	// Approvals is how many distinct trusted keys must sign a plan before it
+	// starts (the two-person rule); 1 is one operator's announcement alone.
+	Approvals int
+	// ProposalTTL is how long a plan waits for its approvals when Approvals > 1.
+	ProposalTTL time.Duration
 
 	Runner Runner
 
@@ -51,6 +57,15 @@ type Runner struct {
 	Type        string        // exec, systemd or docker
 	Unit        string        // systemd unit, for the systemd runner
 	StopTimeout time.Duration // SIGTERM, then SIGKILL after this
+	Docker      Docker        // for the docker runner
+}
+
+// Docker says where the engine is and which container runs the peer.
+type Docker struct {
+	Socket    string // the Docker Engine API socket, unix:///path
+	Container string // name of the cluster peer's container
+	// ServicePath is where images hold ipfs-cluster-service.
+	ServicePath string
 }
 
 // Backups say how often the daemon backs up the live pinset on its own, besides the backups every plan takes,
@@ -76,11 +91,15 @@ func Default(dir string) *Config {
 	return &Config{
 		Dir:    dir,
 		Listen: []string{"/ip4/0.0.0.0/tcp/9099"},
-		Runner: Runner{Type: RunnerExec, Unit: "ipfs-cluster.service", StopTimeout: 30 * time.Second},
+		Runner: Runner{Type: RunnerExec, Unit: "ipfs-cluster.service", StopTimeout: 30 * time.Second,
+			Docker: Docker{Socket: "unix:///var/run/docker.sock", Container: "ipfs-cluster",
+				ServicePath: "/usr/local/bin/ipfs-cluster-service"}},
 		Timeouts: Timeouts{Prepare: 10 * time.Minute, Switch: 5 * time.Minute, Rollback: 5 * time.Minute,
 			Barrier: 300 * time.Millisecond, Verify: 2 * time.Minute},
 		Backups:         Backups{Interval: 0, Keep: 10},
 		AnnouncementTTL: time.Hour,
+		Approvals:       1,
+		ProposalTTL:     24 * time.Hour,
 		LogFormat:       "console",
 	}
 }
@@ -107,9 +126,18 @@ func (c *Config) Validate() error {
 	switch c.Runner.Type {
 	case RunnerExec, RunnerSystemd:
 	case RunnerDocker:
-		errs = append(errs, errors.New("runner.type docker: not available in this build yet"))
+		d := c.Runner.Docker
+		if !strings.HasPrefix(d.Socket, "unix:///") {
+			errs = append(errs, fmt.Errorf("runner.docker.socket %q: want a unix socket, unix:///path", d.Socket))
+		}
+		if d.Container == "" {
+			errs = append(errs, errors.New("runner.docker.container: the docker runner needs the peer's container name"))
+		}
+		if !strings.HasPrefix(d.ServicePath, "/") {
+			errs = append(errs, fmt.Errorf("runner.docker.service_path %q: want the absolute path of ipfs-cluster-service in the images", d.ServicePath))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("runner.type %q: want exec or systemd", c.Runner.Type))
+		errs = append(errs, fmt.Errorf("runner.type %q: want exec, systemd or docker", c.Runner.Type))
 	}
 	if c.Runner.Type == RunnerSystemd && c.Runner.Unit == "" {
 		errs = append(errs, errors.New("runner.unit: the systemd runner needs a unit name"))
@@ -120,6 +148,15 @@ func (c *Config) Validate() error {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be a positive duration", name))
 		}
+	}
+	if c.Approvals < 1 {
+		errs = append(errs, errors.New("approvals_required: must be at least 1"))
+	}
+	if c.Approvals > len(c.Trust) && len(c.Trust) > 0 {
+		errs = append(errs, fmt.Errorf("approvals_required %d: only %d trusted signers are configured", c.Approvals, len(c.Trust)))
+	}
+	if c.ProposalTTL <= 0 {
+		errs = append(errs, errors.New("proposal_ttl: must be a positive duration"))
 	}
 	if c.Timeouts.Barrier < 0 {
 		errs = append(errs, errors.New("timeouts.barrier: must not be negative"))
@@ -152,6 +189,8 @@ type jsonConfig struct {
 	Listen          []string     `json:"listen_multiaddress"`
 	Bootstrap       []string     `json:"bootstrap"`
 	Trust           []string     `json:"trusted_signers"`
+	Approvals       int          `json:"approvals_required"`
+	ProposalTTL     string       `json:"proposal_ttl"`
 	Runner          jsonRunner   `json:"runner"`
 	Timeouts        jsonTimeouts `json:"timeouts"`
 	Backups         jsonBackups  `json:"backups"`
@@ -163,7 +202,14 @@ type jsonConfig struct {
 type jsonRunner struct {
 	Type        string `json:"type"`
 	Unit        string `json:"unit,omitempty"`
-	StopTimeout string `json:"stop_timeout"`
+	StopTimeout string      `json:"stop_timeout"`
+	Docker      *jsonDocker `json:"docker,omitempty"`
+}
+
+type jsonDocker struct {
+	Socket      string `json:"socket,omitempty"`
+	Container   string `json:"container,omitempty"`
+	ServicePath string `json:"service_path,omitempty"`
 }
 
 type jsonBackups struct {
@@ -185,8 +231,13 @@ func (c *Config) ToJSON() ([]byte, error) {
 		Runner: jsonRunner{Type: c.Runner.Type, Unit: c.Runner.Unit, StopTimeout: c.Runner.StopTimeout.String()},
 		Timeouts: jsonTimeouts{Prepare: c.Timeouts.Prepare.String(), Switch: c.Timeouts.Switch.String(),
 			Rollback: c.Timeouts.Rollback.String(), Barrier: c.Timeouts.Barrier.String(), Verify: c.Timeouts.Verify.String()},
-		Backups:         jsonBackups{Interval: c.Backups.Interval.String(), Keep: c.Backups.Keep},
+		Backups:   jsonBackups{Interval: c.Backups.Interval.String(), Keep: c.Backups.Keep},
+		Approvals: c.Approvals, ProposalTTL: c.ProposalTTL.String(),
 		AnnouncementTTL: c.AnnouncementTTL.String(), StopPeerOnExit: c.StopPeerOnExit, LogFormat: c.LogFormat}
+	if c.Runner.Type == RunnerDocker {
+		d := c.Runner.Docker
+		j.Runner.Docker = &jsonDocker{Socket: d.Socket, Container: d.Container, ServicePath: d.ServicePath}
+	}
 	return json.MarshalIndent(j, "", "  ")
 }
 
@@ -208,11 +259,22 @@ func (c *Config) LoadJSON(b []byte) error {
 		c.Listen = j.Listen
 	}
 	c.Bootstrap, c.Trust = j.Bootstrap, j.Trust
+	if j.Approvals != 0 {
+		c.Approvals = j.Approvals
+	}
 	if j.Runner.Type != "" {
 		c.Runner.Type = j.Runner.Type
 	}
 	if j.Runner.Unit != "" {
 		c.Runner.Unit = j.Runner.Unit
+	}
+	if d := j.Runner.Docker; d != nil {
+		for _, f := range []struct{ in, out *string }{{&d.Socket, &c.Runner.Docker.Socket},
+			{&d.Container, &c.Runner.Docker.Container}, {&d.ServicePath, &c.Runner.Docker.ServicePath}} {
+			if *f.in != "" {
+				*f.out = *f.in
+			}
+		}
 	}
 	c.StopPeerOnExit = j.StopPeerOnExit
 	if j.LogFormat != "" {
@@ -233,6 +295,7 @@ func (c *Config) LoadJSON(b []byte) error {
 		{"timeouts.barrier", j.Timeouts.Barrier, &c.Timeouts.Barrier},
 		{"timeouts.verify", j.Timeouts.Verify, &c.Timeouts.Verify},
 		{"announcement_ttl", j.AnnouncementTTL, &c.AnnouncementTTL},
+		{"proposal_ttl", j.ProposalTTL, &c.ProposalTTL},
 		{"backups.interval", j.Backups.Interval, &c.Backups.Interval},
 	} {
 		if d.in == "" {

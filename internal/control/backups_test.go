@@ -23,7 +23,11 @@ func (plainBackend) Announce(context.Context, []byte) (*plan.Announcement, error
 	return nil, errors.New("no")
 }
 func (plainBackend) Republish(context.Context, []byte) error { return nil }
-func (plainBackend) Plan(string) PlanAnswer                  { return PlanAnswer{} }
+func (plainBackend) Approve(context.Context, []byte) (*plan.Plan, error) {
+	return nil, errors.New("no plans here")
+}
+func (plainBackend) RepublishApproval(context.Context, []byte) error { return nil }
+func (plainBackend) Plan(string) PlanAnswer                          { return PlanAnswer{} }
 
 // backupBackend keeps one good backup, "good"; restoring "bad" is refused.
 type backupBackend struct{ plainBackend }

@@ -50,6 +50,10 @@ type Backend interface {
 	// Republish sends an accepted announcement again.
 	Republish(ctx context.Context, envelope []byte) error
 	Plan(id string) PlanAnswer
+	// Approve checks a signed approval or rejection and publishes it.
+	Approve(ctx context.Context, envelope []byte) (*plan.Plan, error)
+	// RepublishApproval sends an accepted approval again.
+	RepublishApproval(ctx context.Context, envelope []byte) error
 }
 
 // Server serves the control API.
@@ -83,6 +87,7 @@ func Listen(path string, b Backend, log *zap.Logger) (*Server, error) {
 	mux.HandleFunc("GET /v1/status", s.status)
 	mux.HandleFunc("POST /v1/announce", s.announce)
 	mux.HandleFunc("GET /v1/plans/{id}", s.plan)
+	mux.HandleFunc("POST /v1/approve", s.approve)
 	s.registerBackups(mux)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return s, nil

@@ -33,6 +33,10 @@ type PlanSummary struct {
 	Created   time.Time `json:"created"`
 	Updated   time.Time `json:"updated"`
 	Succeeded bool      `json:"succeeded"`
+	// Two-person rule: who signed, how many are required, how many are missing.
+	Approvals []string `json:"approvals"`
+	Required  int      `json:"required"`
+	Missing   int      `json:"missing"`
 	// Bootstrap procedure: the host that stays, why, and the order of the others.
 	Survivor       string   `json:"survivor,omitempty"`
 	SurvivorReason string   `json:"survivor_reason,omitempty"`
@@ -50,6 +54,8 @@ type PeerReport struct {
 	BackupPins int    `json:"backup_pins"`
 	LastError  string `json:"last_error"`
 	Detail     string `json:"detail,omitempty"`
+	// Refuses says why this host will not take part (its trust settings differ).
+	Refuses string `json:"refuses,omitempty"`
 }
 
 // MakeReport summarises a daemon's status.
@@ -62,7 +68,12 @@ func MakeReport(s *Status, now time.Time) Report {
 	if p := s.Plan; p != nil {
 		r.Plan = &PlanSummary{ID: p.ID, Version: p.Version, Procedure: string(p.Procedure), Signer: p.Signer,
 			Phase: string(p.Phase), Reason: p.Reason, Created: p.Created, Updated: p.Updated, Succeeded: p.Succeeded(),
-			Survivor: p.Survivor, SurvivorReason: p.SurvivorReason, Order: p.Order}
+			Survivor: p.Survivor, SurvivorReason: p.SurvivorReason, Order: p.Order,
+			Required: max(p.Policy.Threshold, 1), Missing: p.Missing(), Approvals: []string{}}
+		for id := range p.Approvals {
+			r.Plan.Approvals = append(r.Plan.Approvals, id)
+		}
+		sort.Strings(r.Plan.Approvals)
 		r.Phase = string(p.Phase)
 		for id := range p.Hosts {
 			if _, ok := s.Hosts[id]; !ok {
@@ -71,10 +82,14 @@ func MakeReport(s *Status, now time.Time) Report {
 		}
 	}
 	sort.Strings(ids)
+	cluster, _ := (&plan.State{Hosts: s.Hosts}).ClusterPolicy()
 	for _, id := range ids {
 		pr := PeerReport{Host: id, Phase: "idle"}
 		if h, ok := s.Hosts[id]; ok {
 			pr.PeerID, pr.Name, pr.Version = h.ClusterPeer, h.Name, h.Version
+			if !h.Policy.Equal(cluster) {
+				pr.Refuses = fmt.Sprintf("trust settings differ: this host requires %s, the cluster %s", h.Policy, cluster)
+			}
 		}
 		if s.Plan != nil {
 			if hp, ok := s.Plan.Hosts[id]; ok {
@@ -107,11 +122,26 @@ func RenderTable(w io.Writer, r Report) {
 		if p.Survivor != "" {
 			fmt.Fprintf(w, "  survivor %s: %s\n", plan.ShortID(p.Survivor), p.SurvivorReason)
 		}
+		if p.Required > 1 {
+			signed := make([]string, len(p.Approvals))
+			for i, a := range p.Approvals {
+				signed[i] = plan.ShortID(a)
+			}
+			fmt.Fprintf(w, "  approvals: %d of %d (%s)", len(p.Approvals), p.Required, strings.Join(signed, ", "))
+			if p.Missing > 0 && !p.Ended() {
+				fmt.Fprintf(w, "; %d more needed", p.Missing)
+			}
+			fmt.Fprintln(w)
+		}
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tNAME\tVERSION\tPHASE\tPINS\tLAST ERROR")
 	for _, p := range r.Peers {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", p.PeerID, p.Name, p.Version, p.Phase, p.Pins, oneLine(p.LastError))
+		last := p.LastError
+		if p.Refuses != "" {
+			last = "REFUSES TO TAKE PART: " + p.Refuses
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", p.PeerID, p.Name, p.Version, p.Phase, p.Pins, oneLine(last))
 	}
 	tw.Flush()
 }

@@ -164,7 +164,8 @@ func (d *Daemon) hostInfo(ctx context.Context) (plan.Host, error) {
 		addrs = append(addrs, a.String())
 	}
 	return plan.Host{ID: d.node.ID().String(), ClusterPeer: d.peerID, Name: d.svc.PeerName, Addrs: addrs,
-		Version: id.Version, Consensus: d.svc.Consensus, ClusterAddrs: id.Addresses}, nil
+		Version: id.Version, Consensus: d.svc.Consensus, ClusterAddrs: id.Addresses,
+		Policy: plan.NewPolicy(d.cfg.Trust, d.cfg.Approvals)}, nil
 }
 
 // Run runs the daemon until ctx ends, then shuts down in order.
@@ -272,6 +273,16 @@ func (d *Daemon) Announce(ctx context.Context, env []byte) (*plan.Announcement, 
 // Republish implements control.Backend.
 func (d *Daemon) Republish(ctx context.Context, env []byte) error {
 	return d.coord.Republish(ctx, env)
+}
+
+// Approve implements control.Backend.
+func (d *Daemon) Approve(ctx context.Context, env []byte) (*plan.Plan, error) {
+	return d.coord.Approve(ctx, env)
+}
+
+// RepublishApproval implements control.Backend.
+func (d *Daemon) RepublishApproval(ctx context.Context, env []byte) error {
+	return d.coord.RepublishApproval(ctx, env)
 }
 
 // Plan implements control.Backend.

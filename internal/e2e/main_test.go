@@ -59,6 +59,7 @@ type scenario struct {
 	consensus string
 	from      string
 	pins      int
+	tune      func(i int, c *config.Config) // per-host configuration on top of testTimeouts
 }
 
 // newCluster starts a cluster with pins on every peer; it is closed with the test.
@@ -69,7 +70,7 @@ func newCluster(t *testing.T, ctx context.Context, s scenario) *harness.Cluster 
 	}
 	root := t.TempDir()
 	c, err := harness.Setup(ctx, harness.Options{Root: root, Peers: s.peers, Consensus: s.consensus,
-		From: simtest.BuildSpec{Version: s.from}, UpgradedBin: upgradedBin, BuildDir: buildDir, Tune: testTimeouts})
+		From: simtest.BuildSpec{Version: s.from}, UpgradedBin: upgradedBin, BuildDir: buildDir, Tune: testTimeouts, TuneHost: s.tune})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,8 @@ type Options struct {
 	BuildDir    string // where simulator builds are kept (default Root/build); share it to build once
 	// Tune edits each daemon's configuration after init (timeouts for tests).
 	Tune func(c *config.Config)
+	// TuneHost edits daemon i's configuration after Tune.
+	TuneHost func(i int, c *config.Config)
 }
 
 // Cluster is a running test cluster.
@@ -111,6 +113,9 @@ func Setup(ctx context.Context, opt Options) (*Cluster, error) {
 		cfg.StopPeerOnExit = true
 		if opt.Tune != nil {
 			opt.Tune(cfg)
+		}
+		if opt.TuneHost != nil {
+			opt.TuneHost(i, cfg)
 		}
 		if err := cfg.Save(); err != nil {
 			return nil, err

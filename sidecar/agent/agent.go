@@ -112,6 +112,8 @@ func decide(p *plan.Plan, me string, j *Entries) action {
 		return actNone
 	}
 	switch p.Phase {
+	case plan.PhaseProposed: // waiting for approvals: nothing to do yet
+		return actNone
 	case plan.PhasePreparing:
 		if hp.Step == plan.StepPending || hp.Step == plan.StepPreparing {
 			return actPrepare

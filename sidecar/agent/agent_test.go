@@ -23,6 +23,7 @@ func TestDecide(t *testing.T) {
 		j     *Entries
 		want  action
 	}{
+		{"proposed, waiting for approvals -> nothing", plan.PhaseProposed, plan.StepPending, journal(), actNone},
 		{"fresh plan -> prepare", plan.PhasePreparing, plan.StepPending, journal(), actPrepare},
 		{"restart mid-prepare -> prepare again", plan.PhasePreparing, plan.StepPreparing, journal(), actPrepare},
 		{"prepared, others not yet -> wait", plan.PhasePreparing, plan.StepPrepared, journal(jPrepare), actNone},
