@@ -180,18 +180,25 @@ func (c *Coordinator) enforceDeadline(ctx context.Context) {
 	var cmd *plan.Command
 	c.cfg.FSM.View(func(s *plan.State) {
 		p := s.CurrentPlan()
-		if p != nil && !p.Deadline.IsZero() && c.cfg.Clock().After(p.Deadline) {
+		now := c.cfg.Clock()
+		switch {
+		case p == nil:
+		case p.Phase == plan.PhaseSwitching && p.Proc() == plan.Rolling && !p.NextBatchAt.IsZero() && !now.Before(p.NextBatchAt):
+			cmd = &plan.Command{Op: plan.OpTick, PlanID: p.ID}
+		case !p.Deadline.IsZero() && now.After(p.Deadline):
 			cmd = &plan.Command{Op: plan.OpTimeout, PlanID: p.ID, Phase: p.Phase}
 		}
 	})
 	if cmd == nil {
 		return
 	}
-	c.log.Warn("phase deadline passed", zap.String("plan", cmd.PlanID), zap.String("phase", string(cmd.Phase)))
+	if cmd.Op == plan.OpTimeout {
+		c.log.Warn("phase deadline passed", zap.String("plan", cmd.PlanID), zap.String("phase", string(cmd.Phase)))
+	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if _, err := c.cfg.Raft.Apply(actx, cmd.Encode()); err != nil {
-		c.log.Error("recording the deadline", zap.String("plan", cmd.PlanID), zap.Error(err))
+		c.log.Error("recording the end of a wait", zap.String("plan", cmd.PlanID), zap.String("op", string(cmd.Op)), zap.Error(err))
 	}
 }
 

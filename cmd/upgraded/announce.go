@@ -20,10 +20,11 @@ import (
 
 func announceCmd() *cobra.Command {
 	var (
-		dir, version, keyFile, procedure string
-		artifacts, sums                  []string
-		allowDowngrade, wait             bool
-		timeout                          time.Duration
+		dir, version, keyFile, procedure  string
+		artifacts, sums                   []string
+		allowDowngrade, wait, allowFailed bool
+		timeout, settle, soak             time.Duration
+		maxUnavailable, canary            int
 	)
 	c := &cobra.Command{
 		Use:   "announce",
@@ -50,6 +51,10 @@ func announceCmd() *cobra.Command {
 			}
 			a, err := coordination.NewAnnouncement(version, arts, plan.Procedure(procedure), allowDowngrade, time.Now(), ttl)
 			if err != nil {
+				return err
+			}
+			a.MaxUnavailable, a.Settle, a.Canary, a.Soak, a.AllowFailedVersion = maxUnavailable, settle, canary, soak, allowFailed
+			if err := a.Validate(); err != nil {
 				return err
 			}
 			env, err := coordination.SealAnnouncement(key, a)
@@ -81,7 +86,12 @@ func announceCmd() *cobra.Command {
 	f.StringArrayVar(&artifacts, "artifact", nil, "a binary or release tarball: path, file://, http(s):// URL or /ipfs/CID (repeat for each)")
 	f.StringArrayVar(&sums, "sha256", nil, "sha256 of the artifact given before it (one per --artifact, mandatory)")
 	f.StringVar(&keyFile, "key", "", "operator key to sign with (default: the config folder's identity)")
-	f.StringVar(&procedure, "procedure", string(plan.Standard), "standard or bootstrap")
+	f.StringVar(&procedure, "procedure", string(plan.Auto), "auto (rolling when the RPC protocol is unchanged, else standard for crdt, bootstrap for raft), rolling, standard or bootstrap")
+	f.IntVar(&maxUnavailable, "max-unavailable", 1, "rolling: peers upgraded at once (raft: capped to keep a majority)")
+	f.DurationVar(&settle, "settle", 0, "rolling: wait between two batches, each peer watched meanwhile")
+	f.IntVar(&canary, "canary", 0, "rolling: upgrade this many peers first and watch them for --soak before the rest")
+	f.DurationVar(&soak, "soak", time.Minute, "rolling: how long the canaries must stay healthy")
+	f.BoolVar(&allowFailed, "allow-failed-version", false, "accept a version that an earlier plan rolled back")
 	f.BoolVar(&allowDowngrade, "allow-downgrade", false, "accept a target older than the running version")
 	f.BoolVar(&wait, "wait", false, "wait for the end; exit 0 only when every peer is verified at the target")
 	f.DurationVar(&timeout, "timeout", 30*time.Minute, "how long --wait waits")

@@ -82,6 +82,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if st.Rejected == nil {
 		st.Rejected = map[string]Rejection{}
 	}
+	if st.Failed == nil {
+		st.Failed = map[string]string{}
+	}
 	f.mu.Lock()
 	f.state = st
 	f.mu.Unlock()

@@ -22,6 +22,12 @@ const (
 	Standard Procedure = "standard"
 	// Bootstrap removes peers one by one, upgrades a survivor and rejoins the others to it.
 	Bootstrap Procedure = "bootstrap"
+	// Rolling upgrades peers a few at a time while the others serve; only
+	// possible when both versions speak the same cluster RPC protocol.
+	Rolling Procedure = "rolling"
+	// Auto chooses once the new binary is staged: rolling when the RPC
+	// protocol is unchanged, else standard (crdt) or bootstrap (raft).
+	Auto Procedure = "auto"
 )
 
 // Phase is where a whole plan stands.
@@ -96,8 +102,15 @@ type Announcement struct {
 	Artifacts      []Artifact `json:"artifacts"`
 	Procedure      Procedure  `json:"procedure"`
 	AllowDowngrade bool       `json:"allow_downgrade,omitempty"`
-	IssuedAt       time.Time  `json:"issued_at"`
-	ExpiresAt      time.Time  `json:"expires_at"`
+	// Rolling options.
+	MaxUnavailable int           `json:"max_unavailable,omitempty"` // peers upgraded at once (default 1)
+	Settle         time.Duration `json:"settle,omitempty"`          // wait between two batches
+	Canary         int           `json:"canary,omitempty"`          // peers upgraded first, alone
+	Soak           time.Duration `json:"soak,omitempty"`            // how long the canaries stay healthy before the rest
+	// AllowFailedVersion accepts a version that an earlier plan rolled back.
+	AllowFailedVersion bool      `json:"allow_failed_version,omitempty"`
+	IssuedAt           time.Time `json:"issued_at"`
+	ExpiresAt          time.Time `json:"expires_at"`
 }
 
 // Validate checks what can be checked without the cluster's state.
@@ -115,9 +128,12 @@ func (a *Announcement) Validate() error {
 		return fmt.Errorf("announcement expires (%s) before it was issued (%s)", a.ExpiresAt, a.IssuedAt)
 	}
 	switch a.Procedure {
-	case Standard, Bootstrap:
+	case Standard, Bootstrap, Rolling, Auto:
 	default:
-		return fmt.Errorf("unknown procedure %q (want standard or bootstrap)", a.Procedure)
+		return fmt.Errorf("unknown procedure %q (want auto, rolling, standard or bootstrap)", a.Procedure)
+	}
+	if a.MaxUnavailable < 0 || a.Canary < 0 || a.Settle < 0 || a.Soak < 0 {
+		return fmt.Errorf("max-unavailable, canary, settle and soak must not be negative")
 	}
 	for i, art := range a.Artifacts {
 		if art.Source == "" {
@@ -164,6 +180,8 @@ type HostProgress struct {
 	Version     string    `json:"version,omitempty"`      // version last seen running
 	Pins        int       `json:"pins"`                   // pins last counted
 	BackupPins  int       `json:"backup_pins"`            // pins in the verified live backup
+	RPCRunning  string    `json:"rpc_running,omitempty"`  // cluster RPC protocol of the running peer
+	RPCStaged   string    `json:"rpc_staged,omitempty"`   // cluster RPC protocol of the staged binary (auto)
 	Error       string    `json:"error,omitempty"`        // last error, kept after recovery for the record
 	Detail      string    `json:"detail,omitempty"`       // what the host is doing, in words
 	Updated     time.Time `json:"updated"`
@@ -188,6 +206,18 @@ type Plan struct {
 	Policy    Policy              `json:"policy"`
 	Approvals map[string]Approval `json:"approvals,omitempty"`
 
+	// Chosen is the procedure carried out (Auto resolves when every host is
+	// prepared), and ChoiceReason why.
+	Chosen       Procedure `json:"chosen,omitempty"`
+	ChoiceReason string    `json:"choice_reason,omitempty"`
+
+	// Rolling procedure only: the hosts being upgraded now, the batch number,
+	// and when the next batch may start (settle or canary soak).
+	Batch       []string  `json:"batch,omitempty"`
+	BatchSize   int       `json:"batch_size,omitempty"` // max-unavailable, clamped to keep a raft majority
+	BatchNumber int       `json:"batch_number,omitempty"`
+	NextBatchAt time.Time `json:"next_batch_at,omitempty"`
+
 	// Bootstrap procedure only.
 	Survivor       string          `json:"survivor,omitempty"`        // host that stays and is upgraded alone
 	SurvivorReason string          `json:"survivor_reason,omitempty"` // why it was chosen
@@ -208,6 +238,14 @@ func DefaultTimeouts() Timeouts {
 	return Timeouts{Prepare: 10 * time.Minute, Switch: 5 * time.Minute, Rollback: 5 * time.Minute, Barrier: 300 * time.Millisecond}
 }
 
+// Proc is the procedure carried out: the chosen one once known.
+func (p *Plan) Proc() Procedure {
+	if p.Chosen != "" {
+		return p.Chosen
+	}
+	return p.Procedure
+}
+
 // HostIDs returns the plan's hosts in a stable order.
 func (p *Plan) HostIDs() []string {
 	ids := make([]string, 0, len(p.Hosts))
@@ -223,6 +261,7 @@ func (p *Plan) Clone() *Plan {
 	c := *p
 	c.Artifacts = append([]Artifact(nil), p.Artifacts...)
 	c.Order = append([]string(nil), p.Order...)
+	c.Batch = append([]string(nil), p.Batch...)
 	c.Policy.Trusted = append([]string(nil), p.Policy.Trusted...)
 	if p.Approvals != nil {
 		c.Approvals = make(map[string]Approval, len(p.Approvals))

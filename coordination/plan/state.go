@@ -11,13 +11,14 @@ import (
 
 // Sentinel errors that callers branch on. Apply wraps them with detail.
 var (
-	ErrPlanActive = errors.New("another plan is in progress")
-	ErrReplayed   = errors.New("announcement already seen")
-	ErrExpired    = errors.New("announcement expired")
-	ErrDowngrade  = errors.New("target version is older than the running version")
-	ErrNoHosts    = errors.New("no hosts registered")
-	ErrNoPlan     = errors.New("no such plan")
-	ErrNotInPlan  = errors.New("host is not part of the plan")
+	ErrPlanActive    = errors.New("another plan is in progress")
+	ErrReplayed      = errors.New("announcement already seen")
+	ErrExpired       = errors.New("announcement expired")
+	ErrDowngrade     = errors.New("target version is older than the running version")
+	ErrNoHosts       = errors.New("no hosts registered")
+	ErrNoPlan        = errors.New("no such plan")
+	ErrNotInPlan     = errors.New("host is not part of the plan")
+	ErrFailedVersion = errors.New("version was rolled back before")
 )
 
 // Op names a command.
@@ -30,6 +31,7 @@ const (
 	OpProgress Op = "progress" // a host reports a step
 	OpTimeout  Op = "timeout"  // the leader saw the current phase's deadline pass
 	OpApprove  Op = "approve"  // an operator approves or rejects a proposed plan (signed envelope)
+	OpTick     Op = "tick"     // the leader saw a rolling plan's wait (settle, soak) end
 )
 
 // Command is what travels through the raft log.
@@ -64,6 +66,8 @@ type State struct {
 	Current  string               `json:"current,omitempty"`  // id of the plan that has not ended, if any
 	Last     string               `json:"last,omitempty"`     // id of the most recent plan
 	Rejected map[string]Rejection `json:"rejected,omitempty"` // refused trusted announcements, by id
+	// Failed remembers versions that a plan had to roll back, with why.
+	Failed map[string]string `json:"failed_versions,omitempty"`
 }
 
 // Rejection records why an announcement was refused, so its sender can be told.
@@ -74,7 +78,7 @@ type Rejection struct {
 
 // NewState returns an empty state.
 func NewState() *State {
-	return &State{Hosts: map[string]*Host{}, Plans: map[string]*Plan{}, Rejected: map[string]Rejection{}}
+	return &State{Hosts: map[string]*Host{}, Plans: map[string]*Plan{}, Rejected: map[string]Rejection{}, Failed: map[string]string{}}
 }
 
 // CurrentPlan returns the plan in progress, or nil.
@@ -104,6 +108,11 @@ func (s *State) Apply(c Command, at time.Time) error {
 		return s.timeout(c, at)
 	case OpApprove:
 		return s.approve(c, at)
+	case OpTick:
+		if p, ok := s.Plans[c.PlanID]; ok && p.Phase == PhaseSwitching && p.Proc() == Rolling {
+			s.stepRolling(p, at)
+		}
+		return nil
 	}
 	return fmt.Errorf("unknown command %q", c.Op)
 }
@@ -136,6 +145,9 @@ func (s *State) CheckAnnouncement(a *Announcement, at time.Time) error {
 	}
 	if cur := s.CurrentPlan(); cur != nil {
 		return fmt.Errorf("%w: plan %s to %s is %s", ErrPlanActive, cur.ID, cur.Version, cur.Phase)
+	}
+	if why, failed := s.Failed[a.Version]; failed && !a.AllowFailedVersion {
+		return fmt.Errorf("%w: %s (announce with --allow-failed-version to try it again)", ErrFailedVersion, why)
 	}
 	if len(s.Hosts) == 0 {
 		return ErrNoHosts
@@ -253,28 +265,36 @@ func (s *State) advance(p *Plan, at time.Time) {
 			p.SwitchAt = at.Add(p.Timeouts.Barrier)
 			p.Deadline = p.SwitchAt.Add(p.Timeouts.Switch)
 			p.Reason = ""
-			if p.Procedure == Bootstrap {
+			s.choose(p)
+			switch p.Proc() {
+			case Bootstrap:
 				p.chooseSurvivor()
 				s.stepBootstrap(p, at)
+			case Rolling:
+				s.stepRolling(p, at)
 			}
 		}
 	case PhaseSwitching:
 		if failed := p.hostsIn(StepFailed); len(failed) > 0 {
 			s.rollback(p, "switch failed on "+p.describe(failed), at)
-			if p.Procedure == Bootstrap {
+			if p.Proc() == Bootstrap {
 				s.stepBootstrapRollback(p, at)
 			}
 			return
 		}
-		if p.Procedure == Bootstrap {
+		switch p.Proc() {
+		case Bootstrap:
 			s.stepBootstrap(p, at)
+			return
+		case Rolling:
+			s.stepRolling(p, at)
 			return
 		}
 		if p.all(StepVerified) {
 			s.end(p, PhaseDone, "every host verified on "+p.Version, at)
 		}
 	case PhaseRollingBack:
-		if p.Procedure == Bootstrap {
+		if p.Proc() == Bootstrap {
 			s.stepBootstrapRollback(p, at)
 		}
 		if bad := p.hostsIn(StepRollbackErr); len(bad) > 0 && p.settled() {
@@ -295,6 +315,12 @@ func (s *State) rollback(p *Plan, reason string, at time.Time) {
 }
 
 func (s *State) end(p *Plan, phase Phase, reason string, at time.Time) {
+	if phase == PhaseRolledBack || phase == PhaseRollbackFailed {
+		if s.Failed == nil {
+			s.Failed = map[string]string{}
+		}
+		s.Failed[p.Version] = "plan " + p.ID + " rolled it back: " + reason
+	}
 	p.Phase = phase
 	p.Reason = reason
 	p.Updated = at
@@ -321,7 +347,7 @@ func (s *State) timeout(c Command, at time.Time) error {
 	case PhaseSwitching:
 		slow := p.hostsNotIn(StepVerified)
 		s.rollback(p, "not verified before the deadline: "+p.describe(slow), at)
-		if p.Procedure == Bootstrap {
+		if p.Proc() == Bootstrap {
 			s.stepBootstrapRollback(p, at)
 		}
 	case PhaseRollingBack:

@@ -33,6 +33,10 @@ type PlanSummary struct {
 	Created   time.Time `json:"created"`
 	Updated   time.Time `json:"updated"`
 	Succeeded bool      `json:"succeeded"`
+	// The procedure carried out (auto resolves once the binaries are staged) and why.
+	Chosen       string   `json:"chosen,omitempty"`
+	ChoiceReason string   `json:"choice_reason,omitempty"`
+	Batch        []string `json:"batch,omitempty"`
 	// Two-person rule: who signed, how many are required, how many are missing.
 	Approvals []string `json:"approvals"`
 	Required  int      `json:"required"`
@@ -69,7 +73,8 @@ func MakeReport(s *Status, now time.Time) Report {
 		r.Plan = &PlanSummary{ID: p.ID, Version: p.Version, Procedure: string(p.Procedure), Signer: p.Signer,
 			Phase: string(p.Phase), Reason: p.Reason, Created: p.Created, Updated: p.Updated, Succeeded: p.Succeeded(),
 			Survivor: p.Survivor, SurvivorReason: p.SurvivorReason, Order: p.Order,
-			Required: max(p.Policy.Threshold, 1), Missing: p.Missing(), Approvals: []string{}}
+			Required: max(p.Policy.Threshold, 1), Missing: p.Missing(), Approvals: []string{},
+			Chosen: string(p.Chosen), ChoiceReason: p.ChoiceReason, Batch: p.Batch}
 		for id := range p.Approvals {
 			r.Plan.Approvals = append(r.Plan.Approvals, id)
 		}
@@ -119,6 +124,9 @@ func RenderTable(w io.Writer, r Report) {
 			fmt.Fprintf(w, "  %s\n", p.Reason)
 		}
 		fmt.Fprintf(w, "  signed by %s; %d daemons, leader %s\n", plan.ShortID(p.Signer), r.Daemons, plan.ShortID(r.Leader))
+		if p.Chosen != "" && p.Chosen != p.Procedure {
+			fmt.Fprintf(w, "  procedure %s: %s\n", p.Chosen, p.ChoiceReason)
+		}
 		if p.Survivor != "" {
 			fmt.Fprintf(w, "  survivor %s: %s\n", plan.ShortID(p.Survivor), p.SurvivorReason)
 		}
@@ -161,7 +169,14 @@ func oneLine(s string) string {
 func PrintChanges(out io.Writer, p *plan.Plan, seen map[string]string, phase *string) {
 	if string(p.Phase) != *phase {
 		*phase = string(p.Phase)
-		fmt.Fprintf(out, "%s  plan %s\n", time.Now().Format("15:04:05.000"), p.Phase)
+		line := string(p.Phase)
+		if p.Phase == plan.PhaseSwitching && p.ChoiceReason != "" {
+			line += " (" + string(p.Proc()) + ": " + p.ChoiceReason + ")"
+		}
+		if p.Phase.Terminal() && p.Reason != "" {
+			line += ": " + p.Reason
+		}
+		fmt.Fprintf(out, "%s  plan %s\n", time.Now().Format("15:04:05.000"), line)
 	}
 	for _, h := range p.HostIDs() {
 		hp := p.Hosts[h]

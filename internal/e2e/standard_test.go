@@ -17,7 +17,7 @@ func TestStandardUpgradeKeepsThePinset(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			c := newCluster(t, ctx, scenario{peers: 3, consensus: consensus, from: "1.0.8", pins: 25})
-			p := upgrade(t, ctx, c, simtest.BuildSpec{Version: "1.1.6"}, "--wait")
+			p := upgrade(t, ctx, c, simtest.BuildSpec{Version: "1.1.6"}, "--procedure", "standard", "--wait")
 			if !p.Succeeded() {
 				t.Fatalf("plan ended %s: %s", p.Phase, p.Reason)
 			}
@@ -46,7 +46,7 @@ func TestFailingNewVersionRollsBackEverywhere(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			c := newCluster(t, ctx, scenario{peers: 3, from: tc.from, pins: 12})
-			p := upgrade(t, ctx, c, simtest.BuildSpec{Version: "1.1.6", Fault: tc.fault})
+			p := upgrade(t, ctx, c, simtest.BuildSpec{Version: "1.1.6", Fault: tc.fault}, "--procedure", "standard")
 			if p.Phase != plan.PhaseRolledBack {
 				t.Fatalf("plan ended %s (%s), want rolled-back", p.Phase, p.Reason)
 			}
@@ -105,7 +105,7 @@ func TestDaemonKilled(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			id, err := c.Announce(ctx, 0, rel)
+			id, err := c.Announce(ctx, 0, rel, "--procedure", "standard")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -119,15 +119,20 @@ func decide(p *plan.Plan, me string, j *Entries) action {
 			return actPrepare
 		}
 	case plan.PhaseSwitching:
-		if p.Procedure == plan.Bootstrap {
+		switch p.Proc() {
+		case plan.Bootstrap:
 			return decideBootstrap(p.Tasks[me], hp.Step)
+		case plan.Rolling: // only the hosts of the current batch switch
+			if p.Tasks[me] != plan.TaskUpgrade {
+				return actNone
+			}
 		}
 		switch hp.Step {
 		case plan.StepPrepared, plan.StepStopping, plan.StepSwapping, plan.StepStarting:
 			return actSwitch
 		}
 	case plan.PhaseRollingBack:
-		if p.Procedure == plan.Bootstrap && p.Survivor != "" && p.Tasks[me] != plan.TaskRestore && p.Tasks[me] != plan.TaskRejoinOld {
+		if p.Proc() == plan.Bootstrap && p.Survivor != "" && p.Tasks[me] != plan.TaskRestore && p.Tasks[me] != plan.TaskRejoinOld {
 			return actNone // the sequence has not reached this host yet
 		}
 		if hp.Step != plan.StepRolledBack && hp.Step != plan.StepRollbackErr {

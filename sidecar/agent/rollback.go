@@ -54,7 +54,7 @@ func (a *Agent) rollback(ctx context.Context, p *plan.Plan) error {
 	a.report(p.ID, func(hp *plan.HostProgress) {
 		hp.Step, hp.Detail = plan.StepRollingBack, "returning to "+from
 	})
-	if p.Procedure == plan.Bootstrap && p.Tasks[a.cfg.HostID] == plan.TaskRejoinOld {
+	if p.Proc() == plan.Bootstrap && p.Tasks[a.cfg.HostID] == plan.TaskRejoinOld {
 		pins, err := a.rejoinOld(ctx, p, j, from)
 		if err != nil {
 			return a.fail(p.ID, plan.StepRollbackErr, fmt.Errorf("rejoining the survivor on %s: %w", from, err))

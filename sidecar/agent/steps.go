@@ -46,6 +46,12 @@ func (a *Agent) prepare(ctx context.Context, p *plan.Plan) error {
 	if err := a.stage(ctx, p); err != nil {
 		return a.fail(p.ID, plan.StepFailed, err)
 	}
+	data := map[string]string{}
+	if p.Procedure == plan.Auto {
+		if err := a.learnRPC(ctx, p, data); err != nil {
+			return a.fail(p.ID, plan.StepFailed, err)
+		}
+	}
 	a.report(p.ID, func(hp *plan.HostProgress) { hp.Detail = "backing up the pinset from the running peer" })
 	m, err := a.liveBackup(ctx, p.ID, from, "before upgrade")
 	if err != nil {
@@ -53,7 +59,7 @@ func (a *Agent) prepare(ctx context.Context, p *plan.Plan) error {
 	}
 	log.Info("prepared: binaries staged and verified, pinset backed up",
 		zap.String("from", from), zap.String("to", p.Version), zap.Int("pins", m.Pins), zap.String("backup", m.ID))
-	data := map[string]string{"from": from, "backup": m.ID, "backup_pins": strconv.Itoa(m.Pins)}
+	data["from"], data["backup"], data["backup_pins"] = from, m.ID, strconv.Itoa(m.Pins)
 	if err := a.cfg.Journal.Done(p.ID, jPrepare, data); err != nil {
 		return a.fail(p.ID, plan.StepFailed, err)
 	}
@@ -70,8 +76,26 @@ func (a *Agent) reportPrepared(planID string, j *Entries) {
 	from := j.Get(jPrepare, "from")
 	a.report(planID, func(hp *plan.HostProgress) {
 		hp.Step, hp.FromVersion, hp.Version, hp.BackupPins, hp.Pins, hp.Error = plan.StepPrepared, from, from, pins, pins, ""
+		hp.RPCRunning, hp.RPCStaged = j.Get(jPrepare, "rpc_running"), j.Get(jPrepare, "rpc_staged")
 		hp.Detail = "binaries staged, pinset backed up and verified"
 	})
+}
+
+// learnRPC records the RPC protocol of the running peer and of the staged
+// binary, from which an auto plan chooses its procedure.
+func (a *Agent) learnRPC(ctx context.Context, p *plan.Plan, data map[string]string) error {
+	a.report(p.ID, func(hp *plan.HostProgress) { hp.Detail = "learning the RPC protocol of " + p.Version })
+	id, err := a.cfg.API.ID(ctx)
+	if err != nil {
+		return fmt.Errorf("asking the running peer its RPC protocol: %w", err)
+	}
+	staged, err := a.probeRPC(ctx, a.cfg.Bins.ServicePathFor(p.Version), a.stagingDir(p.ID))
+	if err != nil {
+		return fmt.Errorf("learning the RPC protocol of %s: %w", p.Version, err)
+	}
+	data["rpc_running"], data["rpc_staged"] = id.RPCProtocolVersion, staged
+	a.log.Info("RPC protocols known", zap.String("plan", p.ID), zap.String("running", id.RPCProtocolVersion), zap.String("staged", staged))
+	return nil
 }
 
 // stage fetches every artifact, checks its sha256, unpacks it, checks that the
@@ -339,6 +363,9 @@ func (a *Agent) startAndVerify(ctx context.Context, p *plan.Plan) error {
 	a.log.Info("peer verified on the target version", zap.String("plan", p.ID), zap.String("version", p.Version), zap.Int("pins", pins))
 	j, _ = a.cfg.Journal.Load(p.ID)
 	a.reportVerified(p.ID, p.Version, j)
+	if p.Proc() == plan.Rolling {
+		return a.watchBatch(ctx, p, expected, restarts)
+	}
 	return nil
 }
 
@@ -379,7 +406,7 @@ func (a *Agent) startPeer(ctx context.Context, planID string, opts sidecar.Start
 // host of the plan; in the bootstrap procedure, the survivor and itself.
 func (a *Agent) expectedPeers(p *plan.Plan) []string {
 	st := a.cfg.Plans.State()
-	if p.Procedure == plan.Bootstrap && p.Survivor != "" {
+	if p.Proc() == plan.Bootstrap && p.Survivor != "" {
 		var ids []string
 		for _, id := range []string{p.Survivor, a.cfg.HostID} {
 			if h, ok := st.Hosts[id]; ok && h.ClusterPeer != "" {
