@@ -206,6 +206,12 @@ type Plan struct {
 	Policy    Policy              `json:"policy"`
 	Approvals map[string]Approval `json:"approvals,omitempty"`
 
+	// Paused holds the plan where it is (no new step starts; failures still
+	// roll back); Control says who paused, resumed or aborted it, and when.
+	Paused   bool      `json:"paused,omitempty"`
+	PausedAt time.Time `json:"paused_at,omitempty"`
+	Control  string    `json:"control,omitempty"`
+
 	// Chosen is the procedure carried out (Auto resolves when every host is
 	// prepared), and ChoiceReason why.
 	Chosen       Procedure `json:"chosen,omitempty"`

@@ -84,6 +84,9 @@ func keys(m map[string]bool) []string {
 // batch of at most MaxUnavailable hosts gets its task. The leader sends a
 // tick when a wait ends.
 func (s *State) stepRolling(p *Plan, at time.Time) {
+	if p.Paused {
+		return
+	}
 	if len(p.Batch) > 0 {
 		for _, id := range p.Batch {
 			if p.Hosts[id].Step != StepVerified {

@@ -32,6 +32,9 @@ const (
 	OpTimeout  Op = "timeout"  // the leader saw the current phase's deadline pass
 	OpApprove  Op = "approve"  // an operator approves or rejects a proposed plan (signed envelope)
 	OpTick     Op = "tick"     // the leader saw a rolling plan's wait (settle, soak) end
+	OpPause    Op = "pause"    // an operator holds the plan where it is
+	OpResume   Op = "resume"   // an operator lets a paused plan go on
+	OpAbort    Op = "abort"    // an operator stops the plan: nothing stopped yet -> failed, else rollback
 )
 
 // Command is what travels through the raft log.
@@ -108,6 +111,8 @@ func (s *State) Apply(c Command, at time.Time) error {
 		return s.timeout(c, at)
 	case OpApprove:
 		return s.approve(c, at)
+	case OpPause, OpResume, OpAbort:
+		return s.control(c, at)
 	case OpTick:
 		if p, ok := s.Plans[c.PlanID]; ok && p.Phase == PhaseSwitching && p.Proc() == Rolling {
 			s.stepRolling(p, at)
@@ -260,6 +265,9 @@ func (s *State) advance(p *Plan, at time.Time) {
 			s.end(p, PhaseFailed, "preparation failed on "+p.describe(failed)+"; nothing was stopped", at)
 			return
 		}
+		if p.Paused {
+			return
+		}
 		if p.all(StepPrepared) {
 			p.Phase = PhaseSwitching
 			p.SwitchAt = at.Add(p.Timeouts.Barrier)
@@ -280,6 +288,9 @@ func (s *State) advance(p *Plan, at time.Time) {
 			if p.Proc() == Bootstrap {
 				s.stepBootstrapRollback(p, at)
 			}
+			return
+		}
+		if p.Paused {
 			return
 		}
 		switch p.Proc() {
@@ -335,7 +346,7 @@ func (s *State) timeout(c Command, at time.Time) error {
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNoPlan, c.PlanID)
 	}
-	if p.Phase != c.Phase || p.Deadline.IsZero() || at.Before(p.Deadline) {
+	if p.Phase != c.Phase || p.Deadline.IsZero() || at.Before(p.Deadline) || p.Paused {
 		return nil // stale: the plan moved on, or the deadline was not reached by log time
 	}
 	switch p.Phase {

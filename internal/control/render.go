@@ -33,6 +33,9 @@ type PlanSummary struct {
 	Created   time.Time `json:"created"`
 	Updated   time.Time `json:"updated"`
 	Succeeded bool      `json:"succeeded"`
+	// Paused, and who paused, resumed or aborted the plan.
+	Paused  bool   `json:"paused,omitempty"`
+	Control string `json:"control,omitempty"`
 	// The procedure carried out (auto resolves once the binaries are staged) and why.
 	Chosen       string   `json:"chosen,omitempty"`
 	ChoiceReason string   `json:"choice_reason,omitempty"`
@@ -74,7 +77,7 @@ func MakeReport(s *Status, now time.Time) Report {
 			Phase: string(p.Phase), Reason: p.Reason, Created: p.Created, Updated: p.Updated, Succeeded: p.Succeeded(),
 			Survivor: p.Survivor, SurvivorReason: p.SurvivorReason, Order: p.Order,
 			Required: max(p.Policy.Threshold, 1), Missing: p.Missing(), Approvals: []string{},
-			Chosen: string(p.Chosen), ChoiceReason: p.ChoiceReason, Batch: p.Batch}
+			Chosen: string(p.Chosen), ChoiceReason: p.ChoiceReason, Batch: p.Batch, Paused: p.Paused, Control: p.Control}
 		for id := range p.Approvals {
 			r.Plan.Approvals = append(r.Plan.Approvals, id)
 		}
@@ -124,6 +127,9 @@ func RenderTable(w io.Writer, r Report) {
 			fmt.Fprintf(w, "  %s\n", p.Reason)
 		}
 		fmt.Fprintf(w, "  signed by %s; %d daemons, leader %s\n", plan.ShortID(p.Signer), r.Daemons, plan.ShortID(r.Leader))
+		if p.Control != "" {
+			fmt.Fprintf(w, "  %s\n", p.Control)
+		}
 		if p.Chosen != "" && p.Chosen != p.Procedure {
 			fmt.Fprintf(w, "  procedure %s: %s\n", p.Chosen, p.ChoiceReason)
 		}

@@ -115,6 +115,9 @@ func decide(p *plan.Plan, me string, j *Entries) action {
 	case plan.PhaseProposed: // waiting for approvals: nothing to do yet
 		return actNone
 	case plan.PhasePreparing:
+		if p.Paused && hp.Step == plan.StepPending { // paused: nothing new starts
+			return actNone
+		}
 		if hp.Step == plan.StepPending || hp.Step == plan.StepPreparing {
 			return actPrepare
 		}

@@ -1,0 +1,45 @@
+package control
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/upgraded/upgraded/coordination/plan"
+)
+
+// PlanOps is what a daemon offers to hold, resume or abort the current plan.
+type PlanOps interface {
+	// Operate applies op ("pause", "resume" or "abort") to plan id ("" = the current plan).
+	Operate(ctx context.Context, id, op string) (*plan.Plan, error)
+}
+
+func (s *Server) registerPlanOps(mux *http.ServeMux) {
+	for _, op := range []string{"pause", "resume", "abort"} {
+		mux.HandleFunc("POST /v1/"+op, func(w http.ResponseWriter, r *http.Request) {
+			ops, ok := s.b.(PlanOps)
+			if !ok {
+				writeJSON(w, http.StatusNotImplemented, errorBody{Error: "this daemon cannot " + op + " plans"})
+				return
+			}
+			p, err := ops.Operate(r.Context(), r.URL.Query().Get("plan"), op)
+			if err != nil {
+				writeJSON(w, http.StatusUnprocessableEntity, errorBody{Error: err.Error()})
+				return
+			}
+			writeJSON(w, http.StatusOK, PlanAnswer{Plan: p})
+		})
+	}
+}
+
+// Operate asks the daemon to pause, resume or abort plan id ("" = current).
+func (c *Client) Operate(ctx context.Context, id, op string) (*plan.Plan, error) {
+	var ans PlanAnswer
+	path := "/v1/" + op
+	if id != "" {
+		path += "?plan=" + id
+	}
+	if err := c.do(ctx, http.MethodPost, path, nil, &ans); err != nil {
+		return nil, err
+	}
+	return ans.Plan, nil
+}
