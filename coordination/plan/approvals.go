@@ -141,7 +141,7 @@ func (p *Plan) recordProposer(c Command, at time.Time) error {
 	p.Signer = signer.String()
 	p.Approvals[p.Signer] = Approval{Signer: p.Signer, At: at, Envelope: c.Envelope}
 	if len(p.Approvals) < p.Policy.Threshold {
-		p.Phase = PhaseProposed
+		p.setPhase(PhaseProposed, at)
 		p.Deadline = p.ExpiresAt
 	}
 	return nil
@@ -192,7 +192,7 @@ func (s *State) approve(c Command, at time.Time) error {
 	p.Approvals[signer] = Approval{Signer: signer, At: at, Envelope: c.Envelope}
 	p.Updated = at
 	if len(p.Approvals) >= p.Policy.Threshold {
-		p.Phase = PhasePreparing
+		p.setPhase(PhasePreparing, at)
 		p.Deadline = at.Add(p.Timeouts.Prepare)
 		p.Reason = fmt.Sprintf("approved by %d of %d required keys", len(p.Approvals), p.Policy.Threshold)
 	}

@@ -20,7 +20,14 @@ type FSM struct {
 
 	subMu sync.Mutex
 	subs  map[chan struct{}]struct{}
+
+	observer func(s *State) // called after every applied command, see Observe
 }
+
+// Observe registers fn to see the state after every applied command (not
+// coalesced, unlike Subscribe), under the FSM's read lock: fn must be quick
+// and must not keep the state. Set it before raft starts.
+func (f *FSM) Observe(fn func(s *State)) { f.observer = fn }
 
 // NewFSM returns an FSM holding an empty state.
 func NewFSM(log *zap.Logger) *FSM {
@@ -37,6 +44,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	err := f.state.Apply(c, l.AppendedAt)
 	f.index = l.Index
+	if f.observer != nil && err == nil {
+		f.observer(f.state)
+	}
 	f.mu.Unlock()
 	if err != nil {
 		f.log.Debug("command refused", zap.String("op", string(c.Op)), zap.String("plan", planOf(c)), zap.Error(err))

@@ -197,6 +197,7 @@ type Plan struct {
 	Created  time.Time                `json:"created"`
 	Updated  time.Time                `json:"updated"`
 	Deadline time.Time                `json:"deadline"`            // of the current phase
+	Since    time.Time                `json:"since"`               // when the current phase began
 	SwitchAt time.Time                `json:"switch_at,omitempty"` // when every host stops, in switching
 	Hosts    map[string]*HostProgress `json:"hosts"`
 	Timeouts Timeouts                 `json:"timeouts"`
@@ -242,6 +243,12 @@ type Timeouts struct {
 // DefaultTimeouts are used when a plan is proposed without its own.
 func DefaultTimeouts() Timeouts {
 	return Timeouts{Prepare: 10 * time.Minute, Switch: 5 * time.Minute, Rollback: 5 * time.Minute, Barrier: 300 * time.Millisecond}
+}
+
+func (p *Plan) setPhase(ph Phase, at time.Time) {
+	if p.Phase != ph {
+		p.Phase, p.Since = ph, at
+	}
 }
 
 // Proc is the procedure carried out: the chosen one once known.

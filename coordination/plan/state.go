@@ -190,7 +190,7 @@ func (s *State) propose(c Command, at time.Time) error {
 	if c.Timeouts != nil {
 		t = *c.Timeouts
 	}
-	p := &Plan{Announcement: *a, Signer: c.Signer, Phase: PhasePreparing, Created: at, Updated: at,
+	p := &Plan{Announcement: *a, Signer: c.Signer, Phase: PhasePreparing, Since: at, Created: at, Updated: at,
 		Deadline: at.Add(t.Prepare), Hosts: map[string]*HostProgress{}, Timeouts: t}
 	ids := c.HostIDs
 	if len(ids) == 0 {
@@ -269,7 +269,7 @@ func (s *State) advance(p *Plan, at time.Time) {
 			return
 		}
 		if p.all(StepPrepared) {
-			p.Phase = PhaseSwitching
+			p.setPhase(PhaseSwitching, at)
 			p.SwitchAt = at.Add(p.Timeouts.Barrier)
 			p.Deadline = p.SwitchAt.Add(p.Timeouts.Switch)
 			p.Reason = ""
@@ -319,7 +319,7 @@ func (s *State) advance(p *Plan, at time.Time) {
 }
 
 func (s *State) rollback(p *Plan, reason string, at time.Time) {
-	p.Phase = PhaseRollingBack
+	p.setPhase(PhaseRollingBack, at)
 	p.Reason = reason
 	p.Deadline = at.Add(p.Timeouts.Rollback)
 	p.Updated = at
@@ -332,7 +332,7 @@ func (s *State) end(p *Plan, phase Phase, reason string, at time.Time) {
 		}
 		s.Failed[p.Version] = "plan " + p.ID + " rolled it back: " + reason
 	}
-	p.Phase = phase
+	p.setPhase(phase, at)
 	p.Reason = reason
 	p.Updated = at
 	p.Deadline = time.Time{}

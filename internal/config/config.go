@@ -184,6 +184,9 @@ func (c *Config) RunDir() string       { return filepath.Join(c.Dir, "run") }
 func (c *Config) SocketPath() string   { return filepath.Join(c.Dir, "upgraded.sock") }
 func (c *Config) LogDir() string       { return filepath.Join(c.Dir, "log") }
 
+// HistoryFile is where this daemon keeps the record of every plan.
+func (c *Config) HistoryFile() string { return filepath.Join(c.Dir, "history.jsonl") }
+
 type jsonConfig struct {
 	ClusterConfig   string       `json:"cluster_config"`
 	Listen          []string     `json:"listen_multiaddress"`
@@ -200,8 +203,8 @@ type jsonConfig struct {
 }
 
 type jsonRunner struct {
-	Type        string `json:"type"`
-	Unit        string `json:"unit,omitempty"`
+	Type        string      `json:"type"`
+	Unit        string      `json:"unit,omitempty"`
 	StopTimeout string      `json:"stop_timeout"`
 	Docker      *jsonDocker `json:"docker,omitempty"`
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/upgraded/upgraded/coordination/raftnet"
 	"github.com/upgraded/upgraded/internal/config"
 	"github.com/upgraded/upgraded/internal/control"
+	"github.com/upgraded/upgraded/internal/history"
 	"github.com/upgraded/upgraded/internal/svcinstall"
 	"github.com/upgraded/upgraded/sidecar"
 	"github.com/upgraded/upgraded/sidecar/agent"
@@ -85,6 +86,15 @@ func (d *Daemon) buildNetwork(ctx context.Context) error {
 		return fmt.Errorf("starting the daemons' swarm: %w", err)
 	}
 	d.fsm = plan.NewFSM(d.log)
+	rec, err := history.Open(d.cfg.HistoryFile())
+	if err != nil {
+		return err
+	}
+	d.fsm.Observe(func(s *plan.State) {
+		if err := rec.Observe(s); err != nil {
+			d.log.Warn("recording the plan history", zap.Error(err))
+		}
+	})
 	d.raft, err = raftnet.Start(ctx, raftnet.Config{Dir: d.cfg.RaftDir(), Node: d.node, FSM: d.fsm, Logger: d.log,
 		Bootstrap: len(d.cfg.Bootstrap) == 0})
 	if err != nil {

@@ -21,9 +21,9 @@ func TestPauseResumeAbort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	op := func(name string) {
+	op := func(name, id string) {
 		t.Helper()
-		if out, err := c.CLI(ctx, name, "--config", c.Hosts[1].ConfigDir); err != nil {
+		if out, err := c.CLI(ctx, name, id, "--config", c.Hosts[1].ConfigDir); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		} else if !strings.Contains(out, "the operator on") {
 			t.Fatalf("%s must say who asked: %s", name, out)
@@ -35,7 +35,7 @@ func TestPauseResumeAbort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	op("abort")
+	op("abort", id)
 	p, err := c.WaitPlan(ctx, 0, id)
 	if err != nil || p.Phase != plan.PhaseFailed || !strings.Contains(p.Reason, "aborted") {
 		t.Fatalf("abort in preparation: %v %s %s", err, p.Phase, p.Reason)
@@ -47,7 +47,7 @@ func TestPauseResumeAbort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	op("pause")
+	op("pause", id)
 	err = simtest.WaitFor(ctx, "every host prepared", func() bool {
 		st, err := c.Status(ctx, 0)
 		if err != nil || st.Plan == nil || st.Plan.ID != id {
@@ -68,7 +68,7 @@ func TestPauseResumeAbort(t *testing.T) {
 		t.Fatalf("a paused plan moved to %s", st.Plan.Phase)
 	}
 	requireAll(t, ctx, c, "1.0.8", 5)
-	op("resume")
+	op("resume", id)
 	if p, err = c.WaitPlan(ctx, 0, id); err != nil || !p.Succeeded() {
 		t.Fatalf("resumed plan: %v %s %s", err, p.Phase, p.Reason)
 	}
@@ -90,9 +90,30 @@ func TestPauseResumeAbort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	op("abort")
+	op("abort", id)
 	if p, err = c.WaitPlan(ctx, 0, id); err != nil || p.Phase != plan.PhaseRolledBack {
 		t.Fatalf("abort in the switch: %v %s %s", err, p.Phase, p.Reason)
 	}
 	requireAll(t, ctx, c, "1.1.6", 5)
+
+	// Every daemon kept the history: three plans, their signer and outcome,
+	// and every step of each.
+	out, err := c.CLI(ctx, "history", "--config", c.Hosts[2].ConfigDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"failed", "done", "rolled-back", plan.ShortID(c.OperatorID)} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("history lacks %q:\n%s\n%s", want, out, c.CLIOrErr(ctx, "history", "--config", c.Hosts[2].ConfigDir, "--json"))
+		}
+	}
+	out, err = c.CLI(ctx, "history", "--config", c.Hosts[1].ConfigDir, "--plan", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"prepared", "verified", "rolling-back", "rolled-back", "aborted by the operator on"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("history of plan %s lacks %q:\n%s", id, want, out)
+		}
+	}
 }

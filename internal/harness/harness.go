@@ -154,6 +154,15 @@ func (c *Cluster) cli(ctx context.Context, args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// CLIOrErr runs the upgraded CLI and returns its output or its error text.
+func (c *Cluster) CLIOrErr(ctx context.Context, args ...string) string {
+	out, err := c.cli(ctx, args...)
+	if err != nil {
+		return err.Error()
+	}
+	return out
+}
+
 // CLI runs the upgraded CLI; the error carries its output.
 func (c *Cluster) CLI(ctx context.Context, args ...string) (string, error) {
 	return c.cli(ctx, args...)

@@ -1,0 +1,136 @@
+// Package history keeps, on every daemon, the record of every plan: who
+// signed it, each phase, each host's steps and each approval, with times
+// and outcomes, as JSON lines in the config folder (history.jsonl). The
+// times are the raft log's, so every daemon writes the same story.
+package history
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/upgraded/upgraded/coordination/plan"
+)
+
+// Event is one line of the history.
+type Event struct {
+	At      time.Time `json:"at"`
+	Plan    string    `json:"plan"`
+	Kind    string    `json:"kind"` // "plan", "host" or "approval"
+	Version string    `json:"version,omitempty"`
+	Signer  string    `json:"signer,omitempty"`
+	Host    string    `json:"host,omitempty"`
+	State   string    `json:"state"` // the plan's phase, the host's step, or the approver
+	Detail  string    `json:"detail,omitempty"`
+}
+
+func (e Event) key() string {
+	return e.Plan + "|" + e.Kind + "|" + e.Host + "|" + e.State + "|" + e.At.UTC().Format(time.RFC3339Nano)
+}
+
+// Recorder appends new events as the plan state changes. Replaying the raft
+// log after a restart records nothing twice.
+type Recorder struct {
+	path string
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+// Open reads the existing history (to know what is recorded already).
+func Open(path string) (*Recorder, error) {
+	r := &Recorder{path: path, seen: map[string]bool{}}
+	events, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range events {
+		r.seen[e.key()] = true
+	}
+	return r, nil
+}
+
+// Read returns every event of the history file at path (none when absent).
+// A torn last line is skipped.
+func Read(path string) ([]Event, error) {
+	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading history: %w", err)
+	}
+	defer f.Close()
+	var out []Event
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		var e Event
+		if json.Unmarshal(sc.Bytes(), &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out, sc.Err()
+}
+
+// Events lists what the state says happened, in time order.
+func Events(st *plan.State) []Event {
+	var out []Event
+	for _, p := range st.Plans {
+		out = append(out, Event{At: p.Created, Plan: p.ID, Kind: "plan", Version: p.Version, Signer: p.Signer,
+			State: "announced", Detail: fmt.Sprintf("%s upgrade of %d hosts to %s", p.Procedure, len(p.Hosts), p.Version)})
+		if p.Phase != plan.PhasePreparing && p.Phase != plan.PhaseProposed {
+			detail := p.Reason
+			if p.Control != "" {
+				detail += " (" + p.Control + ")"
+			}
+			out = append(out, Event{At: p.Since, Plan: p.ID, Kind: "plan", Version: p.Version, State: string(p.Phase), Detail: detail})
+		}
+		for id, ap := range p.Approvals {
+			out = append(out, Event{At: ap.At, Plan: p.ID, Kind: "approval", Signer: id, State: "signed"})
+		}
+		for id, h := range p.Hosts {
+			detail := h.Detail
+			if h.Error != "" && (h.Step == plan.StepFailed || h.Step == plan.StepRollbackErr || h.Step == plan.StepLeftOut) {
+				detail = h.Error
+			}
+			out = append(out, Event{At: h.StepStarted, Plan: p.ID, Kind: "host", Host: id, Version: h.Version, State: string(h.Step), Detail: detail})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
+	return out
+}
+
+// Observe records what is new in the state since the last call.
+func (r *Recorder) Observe(st *plan.State) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var fresh []Event
+	for _, e := range Events(st) {
+		if e.At.IsZero() || r.seen[e.key()] {
+			continue
+		}
+		r.seen[e.key()] = true
+		fresh = append(fresh, e)
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	f, err := os.OpenFile(r.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening history: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	for _, e := range fresh {
+		b, _ := json.Marshal(e)
+		w.Write(append(b, '\n'))
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return fmt.Errorf("writing history: %w", err)
+	}
+	return f.Close()
+}
