@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -80,6 +81,7 @@ func (c *Coordinator) validateAnnouncement(_ context.Context, from peer.ID, data
 	a, signer, err := c.openAnnouncement(data, c.cfg.Clock())
 	if err != nil {
 		c.log.Warn("announcement refused", zap.Stringer("from", from), zap.String("signer", signer.String()), zap.Error(err))
+		c.rejected(err)
 		if errors.Is(err, plan.ErrExpired) {
 			return pubsub.ValidationIgnore
 		}
@@ -112,15 +114,19 @@ func (c *Coordinator) Announce(ctx context.Context, data []byte) (*plan.Announce
 	a, signer, err := c.openAnnouncement(data, now)
 	if err != nil {
 		c.log.Warn("announcement refused", zap.String("signer", signer.String()), zap.Error(err))
+		c.rejected(err)
 		return nil, err
 	}
 	if c.seen(a.ID) {
-		return nil, fmt.Errorf("%w: %s", plan.ErrReplayed, a.ID)
+		err := fmt.Errorf("%w: %s", plan.ErrReplayed, a.ID)
+		c.rejected(err)
+		return nil, err
 	}
 	var cerr error
 	c.cfg.FSM.View(func(s *plan.State) { cerr = s.CheckAnnouncement(a, now) })
 	if cerr != nil {
 		c.log.Warn("announcement refused", zap.String("plan", a.ID), zap.String("signer", signer.String()), zap.Error(cerr))
+		c.rejected(cerr)
 		return nil, cerr
 	}
 	if err := c.announce.Publish(ctx, data); err != nil {
@@ -176,4 +182,23 @@ func (c *Coordinator) handleAnnouncement(ctx context.Context, data []byte) {
 		c.log.Info("plan proposed", zap.String("plan", a.ID), zap.String("version", a.Version),
 			zap.String("procedure", string(a.Procedure)), zap.Int("hosts", len(hosts)), zap.String("signer", signer.String()))
 	}
+}
+
+// rejected tells OnReject the reason class of a refusal.
+func (c *Coordinator) rejected(err error) {
+	if c.cfg.OnReject == nil {
+		return
+	}
+	reason := "refused"
+	switch {
+	case errors.Is(err, ErrNotTrusted), errors.Is(err, plan.ErrBadApproval):
+		reason = "untrusted"
+	case errors.Is(err, plan.ErrExpired):
+		reason = "expired"
+	case errors.Is(err, plan.ErrReplayed):
+		reason = "replayed"
+	case strings.Contains(err.Error(), "malformed"):
+		reason = "malformed"
+	}
+	c.cfg.OnReject(reason)
 }

@@ -35,6 +35,7 @@ func (c *Coordinator) validateApproval(_ context.Context, from peer.ID, data []b
 	}
 	if err != nil {
 		c.log.Warn("approval refused", zap.Stringer("from", from), zap.String("signer", signer.String()), zap.Error(err))
+		c.rejected(fmt.Errorf("%w: %w", ErrNotTrusted, err))
 		return pubsub.ValidationReject
 	}
 	return pubsub.ValidationAccept

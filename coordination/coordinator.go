@@ -39,6 +39,10 @@ type Config struct {
 	ClockSkew time.Duration
 	// Tick is how often registration and deadlines are checked (default 250ms).
 	Tick time.Duration
+	// OnReject, when set, is told the reason class of every refused
+	// announcement or approval (for metrics): untrusted, malformed, expired,
+	// replayed or refused.
+	OnReject func(reason string)
 }
 
 // Coordinator is one daemon's part of the group's decisions.

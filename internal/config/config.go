@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,6 +49,9 @@ type Config struct {
 	// StopPeerOnExit stops the cluster peer when the daemon exits (exec runner).
 	// Off by default: stopping upgraded never takes the cluster down.
 	StopPeerOnExit bool
+	// MetricsAddress serves Prometheus /metrics and /healthz (host:port);
+	// empty: off.
+	MetricsAddress string
 	// LogFormat is "console" or "json".
 	LogFormat string
 }
@@ -167,6 +171,11 @@ func (c *Config) Validate() error {
 	if c.Backups.Keep < 1 {
 		errs = append(errs, fmt.Errorf("backups.keep %d: at least the newest backup must be kept", c.Backups.Keep))
 	}
+	if c.MetricsAddress != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
+			errs = append(errs, fmt.Errorf("metrics_address %q: want host:port: %w", c.MetricsAddress, err))
+		}
+	}
 	if c.LogFormat != "console" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("log_format %q: want console or json", c.LogFormat))
 	}
@@ -200,6 +209,7 @@ type jsonConfig struct {
 	AnnouncementTTL string       `json:"announcement_ttl"`
 	StopPeerOnExit  bool         `json:"stop_peer_on_exit"`
 	LogFormat       string       `json:"log_format"`
+	MetricsAddress  string       `json:"metrics_address"`
 }
 
 type jsonRunner struct {
@@ -236,7 +246,7 @@ func (c *Config) ToJSON() ([]byte, error) {
 			Rollback: c.Timeouts.Rollback.String(), Barrier: c.Timeouts.Barrier.String(), Verify: c.Timeouts.Verify.String()},
 		Backups:   jsonBackups{Interval: c.Backups.Interval.String(), Keep: c.Backups.Keep},
 		Approvals: c.Approvals, ProposalTTL: c.ProposalTTL.String(),
-		AnnouncementTTL: c.AnnouncementTTL.String(), StopPeerOnExit: c.StopPeerOnExit, LogFormat: c.LogFormat}
+		AnnouncementTTL: c.AnnouncementTTL.String(), MetricsAddress: c.MetricsAddress, StopPeerOnExit: c.StopPeerOnExit, LogFormat: c.LogFormat}
 	if c.Runner.Type == RunnerDocker {
 		d := c.Runner.Docker
 		j.Runner.Docker = &jsonDocker{Socket: d.Socket, Container: d.Container, ServicePath: d.ServicePath}
@@ -280,6 +290,7 @@ func (c *Config) LoadJSON(b []byte) error {
 		}
 	}
 	c.StopPeerOnExit = j.StopPeerOnExit
+	c.MetricsAddress = j.MetricsAddress
 	if j.LogFormat != "" {
 		c.LogFormat = j.LogFormat
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/upgraded/upgraded/internal/config"
 	"github.com/upgraded/upgraded/internal/control"
 	"github.com/upgraded/upgraded/internal/history"
+	"github.com/upgraded/upgraded/internal/metrics"
 	"github.com/upgraded/upgraded/internal/svcinstall"
 	"github.com/upgraded/upgraded/sidecar"
 	"github.com/upgraded/upgraded/sidecar/agent"
@@ -45,6 +46,9 @@ type Daemon struct {
 	runner  sidecar.Runner
 	api     *cluster.Client
 	control *control.Server
+
+	metrics    *metrics.Metrics
+	metricsSrv *metrics.Server // nil unless metrics_address is set
 
 	backupMu sync.Mutex // one backup, restore or prune at a time (backups.go)
 }
@@ -90,10 +94,12 @@ func (d *Daemon) buildNetwork(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.metrics = metrics.New(metricsSource{d})
 	d.fsm.Observe(func(s *plan.State) {
 		if err := rec.Observe(s); err != nil {
 			d.log.Warn("recording the plan history", zap.Error(err))
 		}
+		d.metrics.Observe(s)
 	})
 	d.raft, err = raftnet.Start(ctx, raftnet.Config{Dir: d.cfg.RaftDir(), Node: d.node, FSM: d.fsm, Logger: d.log,
 		Bootstrap: len(d.cfg.Bootstrap) == 0})
@@ -115,7 +121,7 @@ func (d *Daemon) buildNetwork(ctx context.Context) error {
 	d.coord, err = coordination.New(coordination.Config{Node: d.node, Raft: d.raft, FSM: d.fsm, Key: key, Trusted: trusted,
 		Timeouts: plan.Timeouts{Prepare: d.cfg.Timeouts.Prepare, Switch: d.cfg.Timeouts.Switch,
 			Rollback: d.cfg.Timeouts.Rollback, Barrier: d.cfg.Timeouts.Barrier},
-		HostInfo: d.hostInfo, Log: d.log})
+		HostInfo: d.hostInfo, Log: d.log, OnReject: d.metrics.Rejected})
 	if err != nil {
 		return fmt.Errorf("starting coordination: %w", err)
 	}
@@ -190,6 +196,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 				d.log.Error("joining the daemons' raft group", zap.Error(err))
 			}
 		}()
+	}
+	if d.cfg.MetricsAddress != "" {
+		srv, err := d.metrics.Listen(d.cfg.MetricsAddress, d.log.Named("metrics"))
+		if err != nil {
+			return err
+		}
+		d.metricsSrv = srv
+		defer srv.Close()
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
