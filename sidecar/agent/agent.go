@@ -182,31 +182,48 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer tick.Stop()
 	var (
 		running bool
-		done    = make(chan struct{}, 1)
+		done    = make(chan taskResult, 1)
+		failed  taskResult // the last task that failed, not retried before retryAfter
 		wg      sync.WaitGroup
 	)
 	defer wg.Wait()
 	for {
 		if !running {
-			if p, act := a.next(); act != actNone {
+			p, act := a.next()
+			retryTooSoon := failed.err != nil && p != nil && failed.plan == p.ID && failed.act == act && time.Since(failed.at) < retryAfter
+			if act != actNone && !retryTooSoon {
 				running = true
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					a.runTask(ctx, p, act)
-					done <- struct{}{}
+					done <- taskResult{plan: p.ID, act: act, err: a.runTask(ctx, p, act), at: time.Now()}
 				}()
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-done:
+		case r := <-done:
 			running = false
+			if r.err != nil {
+				failed = r
+			}
 		case <-changes:
 		case <-tick.C:
 		}
 	}
+}
+
+// retryAfter is how long a failed task waits before it is tried again while
+// the plan still calls for it (its failure report may not have landed yet):
+// no tight loop when a new version keeps failing to start.
+const retryAfter = 2 * time.Second
+
+type taskResult struct {
+	plan string
+	act  action
+	err  error
+	at   time.Time
 }
 
 // next returns the plan to work on and the action it calls for.
@@ -227,7 +244,7 @@ func (a *Agent) next() (*plan.Plan, action) {
 	return p, decide(p, a.cfg.HostID, j)
 }
 
-func (a *Agent) runTask(ctx context.Context, p *plan.Plan, act action) {
+func (a *Agent) runTask(ctx context.Context, p *plan.Plan, act action) error {
 	log := a.log.With(zap.String("plan", p.ID), zap.String("task", act.String()))
 	log.Debug("taking task")
 	var err error
@@ -248,6 +265,7 @@ func (a *Agent) runTask(ctx context.Context, p *plan.Plan, act action) {
 	if err != nil && ctx.Err() == nil {
 		log.Error("task failed", zap.Error(err))
 	}
+	return err
 }
 
 // startup leaves the peer stopped only when a journal says this host stopped

@@ -75,7 +75,10 @@ func (a *Agent) rollback(ctx context.Context, p *plan.Plan) error {
 		return a.fail(p.ID, plan.StepRollbackErr, err)
 	}
 	expected, _ := strconv.Atoi(j.Get(jStop, "expected_pins"))
-	pins, err := a.verify(ctx, from, expected, a.expectedPeers(p), restarts)
+	// The old version gets until the rollback's deadline to prove itself, not
+	// just one verify timeout: a slow start must not leave a split cluster.
+	limit := max(a.cfg.VerifyTimeout, time.Until(p.Deadline)-2*time.Second)
+	pins, err := a.verifyWithin(ctx, limit, from, expected, a.expectedPeers(p), restarts)
 	if err != nil {
 		return a.fail(p.ID, plan.StepRollbackErr, fmt.Errorf("verifying %s after rollback: %w", from, err))
 	}
@@ -165,7 +168,12 @@ func splitList(s string) []string {
 // and sees every expected peer, or fails: when the peer exits, or at the
 // verification deadline with what was still missing. It returns the pin count.
 func (a *Agent) verify(ctx context.Context, version string, expectedPins int, peers []string, restarts int) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.VerifyTimeout)
+	return a.verifyWithin(ctx, a.cfg.VerifyTimeout, version, expectedPins, peers, restarts)
+}
+
+// verifyWithin is verify with its own time limit.
+func (a *Agent) verifyWithin(ctx context.Context, limit time.Duration, version string, expectedPins int, peers []string, restarts int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	tick := time.NewTicker(a.cfg.PollInterval)
 	defer tick.Stop()
@@ -181,7 +189,7 @@ func (a *Agent) verify(ctx context.Context, version string, expectedPins int, pe
 		missing = why
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("not healthy within %s: %s", a.cfg.VerifyTimeout, missing)
+			return 0, fmt.Errorf("not healthy within %s: %s", limit.Round(time.Second), missing)
 		case <-tick.C:
 		}
 	}
