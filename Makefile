@@ -6,7 +6,7 @@ GOFLAGS   ?=
 STATICCHECK_VERSION := v0.8.2
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build demo test check unit e2e bench fmt vet staticcheck clean dist
+.PHONY: all build demo test check unit e2e bench fmt vet staticcheck clean dist fuzz chaos soak
 
 all: build
 
@@ -18,8 +18,11 @@ PEERS ?= 3
 demo: build
 	./$(BIN) demo --peers $(PEERS)
 
+# Every test, with a smoke subset of the fault matrix and a 2-upgrade soak
+# (internal/chaos), then each fuzz target for a few seconds.
 test: check
 	$(GO) test -race -count=1 -timeout 40m ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
 check: fmt vet staticcheck
 
@@ -37,6 +40,31 @@ staticcheck:
 # Benchmarks print figures (downtime next to a plain script, restart skew).
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/e2e/ ./statebackup/
+
+# Fuzz targets of hostile input, each run for FUZZTIME; prints the executions.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./coordination/envelope:FuzzOpen ./coordination:FuzzAnnouncement \
+	./statebackup:FuzzManifest ./sidecar/stage:FuzzUnpack ./sidecar/cluster:FuzzLoadServiceConfig
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		out=$$($(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || { echo "$$out"; exit 1; }; \
+		last=$$(echo "$$out" | grep 'fuzz: elapsed' | tail -1); \
+		echo "$$fn ($$pkg): $${last#fuzz: }"; \
+	done
+
+# The fault matrix: every plan phase crossed with every fault on real
+# processes (internal/chaos); prints a table and fails on a split version or
+# a lost pin. Long, so not part of `make test` (which runs a smoke subset).
+CHAOS_PARALLEL ?= 2
+chaos:
+	$(GO) test -count=1 -v -timeout 120m -run '^TestMatrix$$' ./internal/chaos/ -args -chaos.full -chaos.parallel $(CHAOS_PARALLEL)
+
+# SOAK_UPGRADES upgrades back and forth between two versions on 3 peers while
+# a client pins; every acknowledged pin must survive.
+SOAK_UPGRADES ?= 50
+soak:
+	$(GO) test -count=1 -v -timeout 180m -run '^TestSoak$$' ./internal/chaos/ -args -soak.upgrades $(SOAK_UPGRADES)
 
 clean:
 	rm -rf bin

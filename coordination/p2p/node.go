@@ -100,7 +100,8 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting p2p node: bootstrap addresses: %w", err)
 	}
-	h, err := newHost(cfg)
+	iso := isolationFromEnv()
+	h, err := newHost(cfg, iso)
 	if err != nil {
 		return nil, err
 	}
@@ -127,11 +128,14 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.goRun(func() { n.keep.run(runCtx) })
+	if iso != nil { // test hook, see IsolateFileEnv
+		n.goRun(func() { iso.dropWhileCut(runCtx, h, n.log) })
+	}
 	n.log.Info("p2p node started", zap.Stringers("addresses", n.Addrs()), zap.Int("bootstrap peers", len(bootstrap)))
 	return n, nil
 }
 
-func newHost(cfg Config) (host.Host, error) {
+func newHost(cfg Config, iso *isolation) (host.Host, error) {
 	priv, err := LoadOrCreateIdentity(cfg.IdentityFile)
 	if err != nil {
 		return nil, err
@@ -140,13 +144,17 @@ func newHost(cfg Config) (host.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting p2p node: %w", err)
 	}
-	h, err := libp2p.New(
+	opts := []libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
 		libp2p.PrivateNetwork(psk),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.DisableRelay(),
-	)
+	}
+	if iso != nil {
+		opts = append(opts, libp2p.ConnectionGater(iso))
+	}
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("starting libp2p host on %v: %w", cfg.ListenAddrs, err)
 	}

@@ -312,7 +312,7 @@ func (s *service) cmdDaemon(ctx context.Context, args []string) error {
 	}
 	return RunDaemon(ctx, DaemonOptions{
 		Dir: s.dir, Profile: s.profile, Fault: s.fault, Bootstrap: boot, Upgrade: f["upgrade"] == "true",
-		LoadDelay: envDuration("CLUSTERSIM_LOAD_DELAY", 300*time.Millisecond),
+		LoadDelay: envDuration("CLUSTERSIM_LOAD_DELAY", 300*time.Millisecond) + slowStart(),
 		StopDelay: envDuration("CLUSTERSIM_STOP_DELAY", 100*time.Millisecond),
 		Log:       s.log.Named("service"),
 	})

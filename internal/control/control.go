@@ -67,7 +67,8 @@ type Server struct {
 	AckTimeout time.Duration
 }
 
-// Listen creates the socket (replacing a stale one) with mode 0600.
+// Listen creates the socket (replacing a stale one) with mode 0600; on Linux
+// it also refuses connections from any user but the daemon's (and root).
 func Listen(path string, b Backend, log *zap.Logger) (*Server, error) {
 	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 		c.Close()
@@ -82,7 +83,8 @@ func Listen(path string, b Backend, log *zap.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("restricting control socket %s: %w", path, err)
 	}
-	s := &Server{b: b, path: path, log: log.Named("control"), ln: ln, AckTimeout: 15 * time.Second}
+	s := &Server{b: b, path: path, log: log.Named("control"), AckTimeout: 15 * time.Second}
+	s.ln = ownerOnly(ln, s.log)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", s.status)
 	mux.HandleFunc("POST /v1/announce", s.announce)

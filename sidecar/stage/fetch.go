@@ -72,6 +72,9 @@ func Fetch(ctx context.Context, a Artifact, dir string, opts ...Option) (string,
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.wrapWriter == nil {
+		o.wrapWriter = diskFullHook() // test hook, see DiskFullFileEnv
+	}
 	want, err := parseDigest(a.SHA256)
 	if err != nil {
 		return "", fmt.Errorf("fetching %s: %w", a.Source, err)
