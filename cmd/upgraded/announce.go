@@ -20,11 +20,11 @@ import (
 
 func announceCmd() *cobra.Command {
 	var (
-		dir, version, keyFile, procedure  string
-		artifacts, sums                   []string
-		allowDowngrade, wait, allowFailed bool
-		timeout, settle, soak             time.Duration
-		maxUnavailable, canary            int
+		dir, version, keyFile, procedure          string
+		artifacts, sums                           []string
+		allowDowngrade, wait, allowFailed, dryRun bool
+		timeout, settle, soak                     time.Duration
+		maxUnavailable, canary                    int
 	)
 	c := &cobra.Command{
 		Use:   "announce",
@@ -62,6 +62,17 @@ func announceCmd() *cobra.Command {
 				return err
 			}
 			cl := control.NewClient(cfg.SocketPath())
+			if dryRun {
+				d, err := cl.DryRun(cmd.Context(), env)
+				if err != nil {
+					return fmt.Errorf("announcement refused: %w", err)
+				}
+				printDryRun(cmd.OutOrStdout(), d)
+				if d.Refusal != "" {
+					return &exitError{code: 2, err: fmt.Errorf("the cluster would refuse it: %s", d.Refusal)}
+				}
+				return nil
+			}
 			p, err := cl.Announce(cmd.Context(), env)
 			if err != nil {
 				return fmt.Errorf("announcement refused: %w", err)
@@ -92,6 +103,7 @@ func announceCmd() *cobra.Command {
 	f.IntVar(&canary, "canary", 0, "rolling: upgrade this many peers first and watch them for --soak before the rest")
 	f.DurationVar(&soak, "soak", time.Minute, "rolling: how long the canaries must stay healthy")
 	f.BoolVar(&allowFailed, "allow-failed-version", false, "accept a version that an earlier plan rolled back")
+	f.BoolVar(&dryRun, "dry-run", false, "print what the cluster would do (hosts, order, steps, checks, artifacts) and do nothing")
 	f.BoolVar(&allowDowngrade, "allow-downgrade", false, "accept a target older than the running version")
 	f.BoolVar(&wait, "wait", false, "wait for the end; exit 0 only when every peer is verified at the target")
 	f.DurationVar(&timeout, "timeout", 30*time.Minute, "how long --wait waits")
@@ -145,4 +157,25 @@ func waitPlan(ctx context.Context, cl *control.Client, id string, out io.Writer)
 		case <-tick.C:
 		}
 	}
+}
+
+func printDryRun(out io.Writer, d *coordination.DryRun) {
+	fmt.Fprintf(out, "dry run of plan %s: upgrade to %s, signed by %s\n", d.Plan, d.Version, d.Signer)
+	fmt.Fprintf(out, "procedure: %s\napprovals: %s\n", d.Choice, d.Approvals)
+	if d.Refusal != "" {
+		fmt.Fprintf(out, "REFUSED NOW: %s\n", d.Refusal)
+	}
+	fmt.Fprintln(out, "hosts, in order:")
+	for i, h := range d.Hosts {
+		fmt.Fprintf(out, "  %d. %s  cluster peer %s  %s  %s  %s\n", i+1, plan.ShortID(h.Host), h.ClusterPeer, h.Name, h.Version, h.Consensus)
+	}
+	fmt.Fprintln(out, "steps:")
+	for i, s := range d.Steps {
+		fmt.Fprintf(out, "  %d. %s\n", i+1, s)
+	}
+	fmt.Fprintln(out, "checks:")
+	for _, c := range d.Checks {
+		fmt.Fprintf(out, "  - %s\n", c)
+	}
+	fmt.Fprintln(out, "nothing was done.")
 }

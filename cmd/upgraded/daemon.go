@@ -9,8 +9,8 @@ import (
 
 func daemonCmd() *cobra.Command {
 	var (
-		dir       string
-		bootstrap []string
+		dir, logFormat string
+		bootstrap      []string
 	)
 	c := &cobra.Command{
 		Use:   "daemon",
@@ -21,6 +21,12 @@ func daemonCmd() *cobra.Command {
 			}
 			cfg, err := config.Load(dir)
 			if err != nil {
+				return err
+			}
+			if logFormat != "" {
+				cfg.LogFormat = logFormat
+			}
+			if err := cfg.Validate(); err != nil {
 				return err
 			}
 			log, err := newLogger(cfg.LogFormat)
@@ -37,5 +43,6 @@ func daemonCmd() *cobra.Command {
 	}
 	configFlag(c, &dir)
 	c.Flags().StringSliceVar(&bootstrap, "bootstrap", nil, "other daemons to join (overrides the configured ones)")
+	c.Flags().StringVar(&logFormat, "log-format", "", "json or console (overrides log_format in upgraded.json)")
 	return c
 }

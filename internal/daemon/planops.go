@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/upgraded/upgraded/coordination"
 	"github.com/upgraded/upgraded/coordination/plan"
 )
 
@@ -60,3 +61,6 @@ func (d *Daemon) Operate(ctx context.Context, id, op string) (*plan.Plan, error)
 		}
 	}
 }
+
+// DryRun implements control.DryRunner.
+func (d *Daemon) DryRun(env []byte) (*coordination.DryRun, error) { return d.coord.DryRun(env) }

@@ -117,3 +117,35 @@ func TestPauseResumeAbort(t *testing.T) {
 		}
 	}
 }
+
+// TestDryRunDoesNothing: announce --dry-run prints hosts, steps, checks and
+// artifacts, and changes nothing; a refused one says why.
+func TestDryRunDoesNothing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := newCluster(t, ctx, scenario{peers: 3, from: "1.0.8", pins: 3})
+	rel, err := c.Release(ctx, simtest.BuildSpec{Version: "1.1.6"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"announce", "--config", c.Hosts[0].ConfigDir, "--key", c.KeyFile, "--dry-run"}, rel...)
+	out, err := c.CLI(ctx, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"auto: rolling if 1.1.6", "hosts, in order:", "3. ", "sha256 of", "nothing was done"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("dry run lacks %q:\n%s", want, out)
+		}
+	}
+	st, err := c.Status(ctx, 0)
+	if err != nil || st.Plan != nil {
+		t.Fatalf("a dry run created a plan: %+v %v", st.Plan, err)
+	}
+	down := append([]string{"announce", "--config", c.Hosts[0].ConfigDir, "--key", c.KeyFile, "--dry-run"}, rel...)
+	down[len(down)-len(rel)+1] = "1.0.7" // --version 1.0.7: a downgrade
+	if out, err := c.CLI(ctx, down...); err == nil || !strings.Contains(out+err.Error(), "REFUSED NOW") {
+		t.Fatalf("a dry run of a downgrade must say it would be refused: %s %v", out, err)
+	}
+	requireAll(t, ctx, c, "1.0.8", 3)
+}
