@@ -38,10 +38,10 @@ func statusCmd() *cobra.Command {
 				if asJSON {
 					b, _ := json.Marshal(r)
 					fmt.Fprintln(out, string(b))
+				} else if wat {
+					fmt.Fprint(out, "\033[H\033[2J")
+					control.RenderWatch(out, r, time.Now())
 				} else {
-					if wat {
-						fmt.Fprint(out, "\033[H\033[2J")
-					}
 					control.RenderTable(out, r)
 				}
 				if !wat {
@@ -50,7 +50,7 @@ func statusCmd() *cobra.Command {
 				select {
 				case <-cmd.Context().Done():
 					return nil
-				case <-time.After(time.Second):
+				case <-time.After(500 * time.Millisecond):
 				}
 			}
 		},

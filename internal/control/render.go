@@ -61,6 +61,8 @@ type PeerReport struct {
 	BackupPins int    `json:"backup_pins"`
 	LastError  string `json:"last_error"`
 	Detail     string `json:"detail,omitempty"`
+	// Since is when the host entered its current step.
+	Since time.Time `json:"since,omitempty"`
 	// Refuses says why this host will not take part (its trust settings differ).
 	Refuses string `json:"refuses,omitempty"`
 }
@@ -102,6 +104,7 @@ func MakeReport(s *Status, now time.Time) Report {
 		if s.Plan != nil {
 			if hp, ok := s.Plan.Hosts[id]; ok {
 				pr.Phase, pr.Pins, pr.BackupPins, pr.LastError, pr.Detail = string(hp.Step), hp.Pins, hp.BackupPins, hp.Error, hp.Detail
+				pr.Since = hp.StepStarted
 				if hp.Version != "" {
 					pr.Version = hp.Version
 				}
@@ -198,4 +201,64 @@ func PrintChanges(out io.Writer, p *plan.Plan, seen map[string]string, phase *st
 			fmt.Fprintf(out, "%s    host %s  %s\n", time.Now().Format("15:04:05.000"), plan.ShortID(h), line)
 		}
 	}
+}
+
+// stepRank places a host's step on its way through a plan, for the progress
+// bars: how many of the stations a host passes it has passed.
+var stepRank = map[string]int{
+	string(plan.StepPending): 0, string(plan.StepPreparing): 1, string(plan.StepPrepared): 2,
+	string(plan.StepStopping): 3, string(plan.StepRemoving): 3, string(plan.StepRemoved): 4,
+	string(plan.StepSwapping): 4, string(plan.StepRejoining): 5, string(plan.StepStarting): 5,
+	string(plan.StepVerified): 6, string(plan.StepFailed): 6, string(plan.StepRollingBack): 4,
+	string(plan.StepRolledBack): 6, string(plan.StepRollbackErr): 6, string(plan.StepLeftOut): 6,
+}
+
+const stations = 6
+
+// RenderWatch draws the live view of `status --watch`: the plan, and per
+// host a progress bar through its steps, the time in the current step, and
+// its error as soon as there is one.
+func RenderWatch(w io.Writer, r Report, now time.Time) {
+	if r.Plan == nil {
+		fmt.Fprintf(w, "no plan yet; %d daemons, leader %s\n", r.Daemons, plan.ShortID(r.Leader))
+		return
+	}
+	p := r.Plan
+	fmt.Fprintf(w, "plan %s  %s upgrade to %s  %s  %s\n", p.ID, p.Procedure, p.Version, strings.ToUpper(p.Phase), now.Sub(p.Created).Round(100*time.Millisecond))
+	if p.ChoiceReason != "" {
+		fmt.Fprintf(w, "  %s: %s\n", p.Chosen, p.ChoiceReason)
+	}
+	if p.Reason != "" {
+		fmt.Fprintf(w, "  %s\n", p.Reason)
+	}
+	if p.Control != "" {
+		fmt.Fprintf(w, "  %s\n", p.Control)
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, h := range r.Peers {
+		n := stepRank[h.Phase]
+		bar := "[" + strings.Repeat("#", n) + strings.Repeat(".", stations-n) + "]"
+		mark := ""
+		switch plan.Step(h.Phase) {
+		case plan.StepVerified, plan.StepRolledBack:
+			mark = "ok"
+		case plan.StepFailed, plan.StepRollbackErr, plan.StepLeftOut:
+			mark = "FAILED"
+		}
+		elapsed := ""
+		if !h.Since.IsZero() {
+			elapsed = now.Sub(h.Since).Round(100 * time.Millisecond).String()
+		}
+		name := h.Name
+		if name == "" {
+			name = plan.ShortID(h.Host)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d pins\t%s\n", name, bar, h.Phase, elapsed, h.Version, h.Pins, mark)
+		if h.LastError != "" && mark == "FAILED" {
+			fmt.Fprintf(tw, "  \t  error: %s\n", oneLine(h.LastError))
+		} else if h.Detail != "" && mark == "" {
+			fmt.Fprintf(tw, "  \t  %s\n", oneLine(h.Detail))
+		}
+	}
+	tw.Flush()
 }
