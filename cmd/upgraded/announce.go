@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -20,7 +21,7 @@ import (
 
 func announceCmd() *cobra.Command {
 	var (
-		dir, version, keyFile, procedure          string
+		dir, version, keyFile, procedure, at      string
 		artifacts, sums                           []string
 		allowDowngrade, wait, allowFailed, dryRun bool
 		timeout, settle, soak                     time.Duration
@@ -54,6 +55,12 @@ func announceCmd() *cobra.Command {
 				return err
 			}
 			a.MaxUnavailable, a.Settle, a.Canary, a.Soak, a.AllowFailedVersion = maxUnavailable, settle, canary, soak, allowFailed
+			if a.At, err = parseAt(at, time.Now()); err != nil {
+				return err
+			}
+			if !a.At.IsZero() && !a.At.Before(a.ExpiresAt) {
+				return fmt.Errorf("--at %s is after the announcement expires (%s)", a.At.Format(time.RFC3339), a.ExpiresAt.Format(time.RFC3339))
+			}
 			if err := a.Validate(); err != nil {
 				return err
 			}
@@ -103,6 +110,7 @@ func announceCmd() *cobra.Command {
 	f.IntVar(&canary, "canary", 0, "rolling: upgrade this many peers first and watch them for --soak before the rest")
 	f.DurationVar(&soak, "soak", time.Minute, "rolling: how long the canaries must stay healthy")
 	f.BoolVar(&allowFailed, "allow-failed-version", false, "accept a version that an earlier plan rolled back")
+	f.StringVar(&at, "at", "", "start no earlier than this time: RFC 3339 (2026-11-25T02:00:00Z) or a delay (+30m)")
 	f.BoolVar(&dryRun, "dry-run", false, "print what the cluster would do (hosts, order, steps, checks, artifacts) and do nothing")
 	f.BoolVar(&allowDowngrade, "allow-downgrade", false, "accept a target older than the running version")
 	f.BoolVar(&wait, "wait", false, "wait for the end; exit 0 only when every peer is verified at the target")
@@ -178,4 +186,23 @@ func printDryRun(out io.Writer, d *coordination.DryRun) {
 		fmt.Fprintf(out, "  - %s\n", c)
 	}
 	fmt.Fprintln(out, "nothing was done.")
+}
+
+// parseAt reads --at: an RFC 3339 time or "+DURATION" from now.
+func parseAt(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, ok := strings.CutPrefix(s, "+"); ok {
+		dur, err := time.ParseDuration(d)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("--at %q: %w", s, err)
+		}
+		return now.Add(dur).UTC(), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--at %q: want RFC 3339 (2026-11-25T02:00:00Z) or +DURATION: %w", s, err)
+	}
+	return t.UTC(), nil
 }

@@ -32,6 +32,9 @@ var (
 type Policy struct {
 	Trusted   []string `json:"trusted"`   // peer IDs, sorted
 	Threshold int      `json:"threshold"` // approvals needed (at least 1)
+	// Windows are the maintenance windows (UTC) in which a plan may start;
+	// none: any time.
+	Windows []string `json:"windows,omitempty"`
 }
 
 // NewPolicy normalises a policy (sorted, deduplicated, threshold at least 1).
@@ -42,14 +45,24 @@ func NewPolicy(trusted []string, threshold int) Policy {
 	return Policy{Trusted: t, Threshold: max(threshold, 1)}
 }
 
+// WithWindows returns the policy with maintenance windows.
+func (p Policy) WithWindows(ws []string) Policy {
+	p.Windows = slices.Clone(ws)
+	return p
+}
+
 // Equal reports whether two policies are the same.
 func (p Policy) Equal(o Policy) bool {
-	return max(p.Threshold, 1) == max(o.Threshold, 1) && slices.Equal(p.Trusted, o.Trusted)
+	return max(p.Threshold, 1) == max(o.Threshold, 1) && slices.Equal(p.Trusted, o.Trusted) && slices.Equal(p.Windows, o.Windows)
 }
 
 // String describes a policy for an operator.
 func (p Policy) String() string {
-	return fmt.Sprintf("%d of %d keys", max(p.Threshold, 1), len(p.Trusted))
+	s := fmt.Sprintf("%d of %d keys", max(p.Threshold, 1), len(p.Trusted))
+	if len(p.Windows) > 0 {
+		s += ", windows " + strings.Join(p.Windows, "; ")
+	}
+	return s
 }
 
 // Trusts reports whether id is one of the policy's keys.
@@ -125,6 +138,7 @@ func (p *Plan) recordProposer(c Command, at time.Time) error {
 		if p.Policy.Threshold > 1 {
 			return fmt.Errorf("%w: a plan needing %d approvals must carry the proposer's signature", ErrBadApproval, p.Policy.Threshold)
 		}
+		p.begin(at)
 		return nil
 	}
 	payload, signer, err := envelope.Open(c.Envelope, AnnounceType, nil)
@@ -143,7 +157,9 @@ func (p *Plan) recordProposer(c Command, at time.Time) error {
 	if len(p.Approvals) < p.Policy.Threshold {
 		p.setPhase(PhaseProposed, at)
 		p.Deadline = p.ExpiresAt
+		return nil
 	}
+	p.begin(at)
 	return nil
 }
 
@@ -192,9 +208,8 @@ func (s *State) approve(c Command, at time.Time) error {
 	p.Approvals[signer] = Approval{Signer: signer, At: at, Envelope: c.Envelope}
 	p.Updated = at
 	if len(p.Approvals) >= p.Policy.Threshold {
-		p.setPhase(PhasePreparing, at)
-		p.Deadline = at.Add(p.Timeouts.Prepare)
 		p.Reason = fmt.Sprintf("approved by %d of %d required keys", len(p.Approvals), p.Policy.Threshold)
+		p.begin(at)
 	}
 	return nil
 }

@@ -35,6 +35,7 @@ type Phase string
 
 const (
 	PhaseProposed       Phase = "proposed"        // waiting for approvals from enough operator keys; nothing done yet
+	PhaseScheduled      Phase = "scheduled"       // approved, waiting for its start time (--at) or a maintenance window
 	PhasePreparing      Phase = "preparing"       // hosts stage binaries and back up state; nothing stopped yet
 	PhaseSwitching      Phase = "switching"       // hosts stop, swap, migrate and start at SwitchAt, then verify
 	PhaseDone           Phase = "done"            // every host verified on the target version
@@ -108,9 +109,11 @@ type Announcement struct {
 	Canary         int           `json:"canary,omitempty"`          // peers upgraded first, alone
 	Soak           time.Duration `json:"soak,omitempty"`            // how long the canaries stay healthy before the rest
 	// AllowFailedVersion accepts a version that an earlier plan rolled back.
-	AllowFailedVersion bool      `json:"allow_failed_version,omitempty"`
-	IssuedAt           time.Time `json:"issued_at"`
-	ExpiresAt          time.Time `json:"expires_at"`
+	AllowFailedVersion bool `json:"allow_failed_version,omitempty"`
+	// At is the earliest start the operator asked for (announce --at).
+	At        time.Time `json:"at,omitempty"`
+	IssuedAt  time.Time `json:"issued_at"`
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // Validate checks what can be checked without the cluster's state.
@@ -213,6 +216,9 @@ type Plan struct {
 	PausedAt time.Time `json:"paused_at,omitempty"`
 	Control  string    `json:"control,omitempty"`
 
+	// NotBefore is when a scheduled plan starts (--at and the maintenance windows).
+	NotBefore time.Time `json:"not_before,omitempty"`
+
 	// Chosen is the procedure carried out (Auto resolves when every host is
 	// prepared), and ChoiceReason why.
 	Chosen       Procedure `json:"chosen,omitempty"`
@@ -243,6 +249,26 @@ type Timeouts struct {
 // DefaultTimeouts are used when a plan is proposed without its own.
 func DefaultTimeouts() Timeouts {
 	return Timeouts{Prepare: 10 * time.Minute, Switch: 5 * time.Minute, Rollback: 5 * time.Minute, Barrier: 300 * time.Millisecond}
+}
+
+// begin starts an approved plan now, or schedules it for its start time:
+// the later of --at and the next opening of a maintenance window.
+func (p *Plan) begin(at time.Time) {
+	from := at
+	if p.At.After(from) {
+		from = p.At
+	}
+	start, ok := NextStart(p.Policy.Windows, from)
+	if !ok { // no window within a week: wait until the proposal expires
+		start = p.ExpiresAt
+	}
+	if start.After(at) {
+		p.setPhase(PhaseScheduled, at)
+		p.NotBefore, p.Deadline = start, start
+		return
+	}
+	p.setPhase(PhasePreparing, at)
+	p.Deadline = at.Add(p.Timeouts.Prepare)
 }
 
 func (p *Plan) setPhase(ph Phase, at time.Time) {

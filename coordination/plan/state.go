@@ -352,6 +352,13 @@ func (s *State) timeout(c Command, at time.Time) error {
 	switch p.Phase {
 	case PhaseProposed:
 		s.end(p, PhaseFailed, fmt.Sprintf("proposal expired with %d of %d approvals; nothing was done", len(p.Approvals), p.Policy.Threshold), at)
+	case PhaseScheduled:
+		if !at.Before(p.ExpiresAt) {
+			s.end(p, PhaseFailed, "no maintenance window opened before the announcement expired; nothing was done", at)
+			return nil
+		}
+		p.setPhase(PhasePreparing, at)
+		p.Deadline = at.Add(p.Timeouts.Prepare)
 	case PhasePreparing:
 		slow := p.hostsNotIn(StepPrepared)
 		s.end(p, PhaseFailed, "not prepared before the deadline: "+p.describe(slow)+"; nothing was stopped", at)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/multiformats/go-multiaddr"
+
+	"github.com/upgraded/upgraded/coordination/plan"
 )
 
 // FileName is the configuration file inside the config folder.
@@ -49,6 +51,9 @@ type Config struct {
 	// StopPeerOnExit stops the cluster peer when the daemon exits (exec runner).
 	// Off by default: stopping upgraded never takes the cluster down.
 	StopPeerOnExit bool
+	// Windows are the maintenance windows (UTC, e.g. "Mon-Fri 02:00-05:00")
+	// in which a plan may start; none: any time. The same on every host.
+	Windows []string
 	// MetricsAddress serves Prometheus /metrics and /healthz (host:port);
 	// empty: off.
 	MetricsAddress string
@@ -171,6 +176,11 @@ func (c *Config) Validate() error {
 	if c.Backups.Keep < 1 {
 		errs = append(errs, fmt.Errorf("backups.keep %d: at least the newest backup must be kept", c.Backups.Keep))
 	}
+	for _, w := range c.Windows {
+		if _, err := plan.ParseWindow(w); err != nil {
+			errs = append(errs, fmt.Errorf("maintenance_windows: %w", err))
+		}
+	}
 	if c.MetricsAddress != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
 			errs = append(errs, fmt.Errorf("metrics_address %q: want host:port: %w", c.MetricsAddress, err))
@@ -210,6 +220,7 @@ type jsonConfig struct {
 	StopPeerOnExit  bool         `json:"stop_peer_on_exit"`
 	LogFormat       string       `json:"log_format"`
 	MetricsAddress  string       `json:"metrics_address"`
+	Windows         []string     `json:"maintenance_windows"`
 }
 
 type jsonRunner struct {
@@ -246,7 +257,7 @@ func (c *Config) ToJSON() ([]byte, error) {
 			Rollback: c.Timeouts.Rollback.String(), Barrier: c.Timeouts.Barrier.String(), Verify: c.Timeouts.Verify.String()},
 		Backups:   jsonBackups{Interval: c.Backups.Interval.String(), Keep: c.Backups.Keep},
 		Approvals: c.Approvals, ProposalTTL: c.ProposalTTL.String(),
-		AnnouncementTTL: c.AnnouncementTTL.String(), MetricsAddress: c.MetricsAddress, StopPeerOnExit: c.StopPeerOnExit, LogFormat: c.LogFormat}
+		AnnouncementTTL: c.AnnouncementTTL.String(), MetricsAddress: c.MetricsAddress, Windows: nonNil(c.Windows), StopPeerOnExit: c.StopPeerOnExit, LogFormat: c.LogFormat}
 	if c.Runner.Type == RunnerDocker {
 		d := c.Runner.Docker
 		j.Runner.Docker = &jsonDocker{Socket: d.Socket, Container: d.Container, ServicePath: d.ServicePath}
@@ -291,6 +302,7 @@ func (c *Config) LoadJSON(b []byte) error {
 	}
 	c.StopPeerOnExit = j.StopPeerOnExit
 	c.MetricsAddress = j.MetricsAddress
+	c.Windows = j.Windows
 	if j.LogFormat != "" {
 		c.LogFormat = j.LogFormat
 	}

@@ -33,6 +33,8 @@ type PlanSummary struct {
 	Created   time.Time `json:"created"`
 	Updated   time.Time `json:"updated"`
 	Succeeded bool      `json:"succeeded"`
+	// NotBefore is when a scheduled plan starts.
+	NotBefore time.Time `json:"not_before,omitzero"`
 	// Paused, and who paused, resumed or aborted the plan.
 	Paused  bool   `json:"paused,omitempty"`
 	Control string `json:"control,omitempty"`
@@ -79,7 +81,7 @@ func MakeReport(s *Status, now time.Time) Report {
 			Phase: string(p.Phase), Reason: p.Reason, Created: p.Created, Updated: p.Updated, Succeeded: p.Succeeded(),
 			Survivor: p.Survivor, SurvivorReason: p.SurvivorReason, Order: p.Order,
 			Required: max(p.Policy.Threshold, 1), Missing: p.Missing(), Approvals: []string{},
-			Chosen: string(p.Chosen), ChoiceReason: p.ChoiceReason, Batch: p.Batch, Paused: p.Paused, Control: p.Control}
+			Chosen: string(p.Chosen), ChoiceReason: p.ChoiceReason, Batch: p.Batch, Paused: p.Paused, Control: p.Control, NotBefore: p.NotBefore}
 		for id := range p.Approvals {
 			r.Plan.Approvals = append(r.Plan.Approvals, id)
 		}
@@ -132,6 +134,9 @@ func RenderTable(w io.Writer, r Report) {
 		fmt.Fprintf(w, "  signed by %s; %d daemons, leader %s\n", plan.ShortID(p.Signer), r.Daemons, plan.ShortID(r.Leader))
 		if p.Control != "" {
 			fmt.Fprintf(w, "  %s\n", p.Control)
+		}
+		if p.Phase == string(plan.PhaseScheduled) {
+			fmt.Fprintf(w, "  starts at %s (--at or the next maintenance window)\n", p.NotBefore.Local().Format(time.RFC1123))
 		}
 		if p.Chosen != "" && p.Chosen != p.Procedure {
 			fmt.Fprintf(w, "  procedure %s: %s\n", p.Chosen, p.ChoiceReason)

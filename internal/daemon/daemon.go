@@ -181,7 +181,7 @@ func (d *Daemon) hostInfo(ctx context.Context) (plan.Host, error) {
 	}
 	return plan.Host{ID: d.node.ID().String(), ClusterPeer: d.peerID, Name: d.svc.PeerName, Addrs: addrs,
 		Version: id.Version, Consensus: d.svc.Consensus, ClusterAddrs: id.Addresses,
-		Policy: plan.NewPolicy(d.cfg.Trust, d.cfg.Approvals)}, nil
+		Policy: plan.NewPolicy(d.cfg.Trust, d.cfg.Approvals).WithWindows(d.cfg.Windows)}, nil
 }
 
 // Run runs the daemon until ctx ends, then shuts down in order.

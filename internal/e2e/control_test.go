@@ -149,3 +149,34 @@ func TestDryRunDoesNothing(t *testing.T) {
 	}
 	requireAll(t, ctx, c, "1.0.8", 3)
 }
+
+// TestPlanWaitsForItsStart: announce --at a later time, or outside the
+// maintenance windows, schedules the plan; nothing moves before its start.
+func TestPlanWaitsForItsStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := newCluster(t, ctx, scenario{peers: 3, from: "1.0.8", pins: 3})
+	rel, err := c.Release(ctx, simtest.BuildSpec{Version: "1.1.6"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := c.Announce(ctx, 0, rel, "--procedure", "standard", "--at", "+6s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Status(ctx, 0)
+	if err != nil || st.Plan == nil || st.Plan.Phase != plan.PhaseScheduled {
+		t.Fatalf("want the plan scheduled, got %+v %v", st.Plan, err)
+	}
+	notBefore := st.Plan.NotBefore
+	p, err := c.WaitPlan(ctx, 0, id)
+	if err != nil || !p.Succeeded() {
+		t.Fatalf("scheduled plan: %v %s %s", err, p.Phase, p.Reason)
+	}
+	for hid, h := range p.Hosts {
+		if h.StepStarted.Before(notBefore) && h.Step != plan.StepPending {
+			t.Fatalf("host %s moved before the start time %s", hid, notBefore)
+		}
+	}
+	requireAll(t, ctx, c, "1.1.6", 3)
+}

@@ -112,7 +112,7 @@ func decide(p *plan.Plan, me string, j *Entries) action {
 		return actNone
 	}
 	switch p.Phase {
-	case plan.PhaseProposed: // waiting for approvals: nothing to do yet
+	case plan.PhaseProposed, plan.PhaseScheduled: // waiting for approvals or for its start: nothing to do yet
 		return actNone
 	case plan.PhasePreparing:
 		if p.Paused && hp.Step == plan.StepPending { // paused: nothing new starts
