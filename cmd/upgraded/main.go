@@ -57,6 +57,7 @@ every peer healthy and roll everything back when one is not.`,
 	root.AddCommand(serviceCmd())
 	root.AddCommand(approveCmd("approve"), approveCmd("reject"))
 	root.AddCommand(historyCmd())
+	root.AddCommand(recoverCmd())
 	root.AddCommand(planOpCmd("pause", "Hold the running plan where it is (no new step starts; failures still roll back)"),
 		planOpCmd("resume", "Let a paused plan go on"),
 		planOpCmd("abort", "Stop the running plan: failed if nothing was stopped yet, else a clean rollback everywhere"))

@@ -91,6 +91,7 @@ func Listen(path string, b Backend, log *zap.Logger) (*Server, error) {
 	mux.HandleFunc("GET /v1/plans/{id}", s.plan)
 	mux.HandleFunc("POST /v1/approve", s.approve)
 	s.registerPlanOps(mux)
+	s.registerRecover(mux)
 	s.registerBackups(mux)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return s, nil

@@ -17,6 +17,7 @@ import (
 	"github.com/upgraded/upgraded/coordination/p2p"
 	"github.com/upgraded/upgraded/coordination/plan"
 	"github.com/upgraded/upgraded/coordination/raftnet"
+	"github.com/upgraded/upgraded/coordination/recoverynet"
 	"github.com/upgraded/upgraded/internal/config"
 	"github.com/upgraded/upgraded/internal/control"
 	"github.com/upgraded/upgraded/internal/history"
@@ -36,16 +37,17 @@ type Daemon struct {
 	cfg *config.Config
 	log *zap.Logger
 
-	svc     *cluster.ServiceConfig
-	peerID  string
-	node    *p2p.Node
-	fsm     *plan.FSM
-	raft    *raftnet.Raft
-	coord   *coordination.Coordinator
-	agent   *agent.Agent
-	runner  sidecar.Runner
-	api     *cluster.Client
-	control *control.Server
+	svc      *cluster.ServiceConfig
+	peerID   string
+	node     *p2p.Node
+	fsm      *plan.FSM
+	raft     *raftnet.Raft
+	coord    *coordination.Coordinator
+	agent    *agent.Agent
+	runner   sidecar.Runner
+	api      *cluster.Client
+	control  *control.Server
+	recovery *recoverynet.Server // answers other daemons' recovery requests (recover.go)
 
 	metrics    *metrics.Metrics
 	metricsSrv *metrics.Server // nil unless metrics_address is set
@@ -76,6 +78,10 @@ func New(ctx context.Context, cfg *config.Config, bootstrap []string, log *zap.L
 		return nil, err
 	}
 	if err := d.buildHost(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if err := d.serveRecovery(); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -245,6 +251,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // Close releases everything New built; safe twice.
 func (d *Daemon) Close() {
+	d.stopRecovery()
 	if c, ok := d.runner.(interface{ Close(context.Context) error }); ok {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = c.Close(ctx)

@@ -1,0 +1,200 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/upgraded/upgraded/internal/clustersim/simtest"
+	"github.com/upgraded/upgraded/internal/control"
+	"github.com/upgraded/upgraded/internal/harness"
+	"github.com/upgraded/upgraded/statebackup"
+)
+
+// TestRecover drives `upgraded recover` on one cluster, in order: a dry run changes nothing; with the state
+// folders deleted on 2 of 3 hosts, recover rebuilds one peer from the best copy and the others join it, every
+// one ending with the full pinset and the old state kept; and with the state deleted on every host, recover
+// --from an export rebuilds the whole pinset.
+func TestRecover(t *testing.T) {
+	for _, consensus := range []string{"crdt", "raft"} {
+		t.Run(consensus, func(t *testing.T) { testRecover(t, consensus) })
+	}
+}
+
+func testRecover(t *testing.T, consensus string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const pins = 12
+	c := newCluster(t, ctx, scenario{peers: 3, consensus: consensus, from: "1.0.8", pins: pins})
+	export := exportOf(t, ctx, c, 0)
+	recoverCLI := func(args ...string) (string, error) {
+		return c.CLI(ctx, append([]string{"recover", "--config", c.Hosts[0].ConfigDir}, args...)...)
+	}
+
+	t.Run("dry run changes nothing", func(t *testing.T) {
+		pids := peerPIDs(t, c)
+		out, err := recoverCLI("--dry-run")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"HOST", "LIVE PINS", "chosen: live pinset", "holds the most pins", "steps:",
+			"stop-and-clean", "rebuild", "join", "dry run: nothing was changed"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("dry run output lacks %q:\n%s", want, out)
+			}
+		}
+		// Without --yes nor anyone to answer the question, nothing is carried out either.
+		if out, err := recoverCLI(); err == nil || !strings.Contains(err.Error(), "not confirmed") {
+			t.Fatalf("recover without --yes and no answer: %v\n%s", err, out)
+		}
+		if now := peerPIDs(t, c); !equalInts(now, pids) {
+			t.Fatalf("a dry run restarted a peer: pids %v -> %v", pids, now)
+		}
+		for _, h := range c.Hosts {
+			if js, _ := filepath.Glob(filepath.Join(h.ConfigDir, "journal", "recover-*")); len(js) > 0 {
+				t.Fatalf("a dry run journaled steps on host %d: %v", h.Index, js)
+			}
+		}
+		requireAll(t, ctx, c, "1.0.8", pins)
+	})
+
+	t.Run("state deleted on 2 of 3 hosts", func(t *testing.T) {
+		wipeState(t, ctx, c, 1, 2)
+		rep := recoverJSON(t, recoverCLI, "--yes")
+		if rep.Choice == nil || rep.Choice.Source.Pins != pins || rep.Choice.Reason == "" {
+			t.Fatalf("choice %+v, want a copy of %d pins with a reason", rep.Choice, pins)
+		}
+		if len(rep.Results) != 8 {
+			t.Fatalf("%d steps carried out, want 8 (2 cleans, rebuild, verify, 2 joins and verifies): %+v", len(rep.Results), rep.Results)
+		}
+		for _, r := range rep.Results {
+			if !r.OK {
+				t.Fatalf("step %s on %s failed: %s", r.Step.Action, r.Step.Host, r.Error)
+			}
+			if r.Step.Action == statebackup.ActClean && !strings.Contains(r.Detail, "copied to backups") {
+				t.Errorf("a cleaned host does not say where its old state went: %q", r.Detail)
+			}
+			if r.Step.Action == statebackup.ActClean && consensus == "raft" && !strings.Contains(r.Detail, "raft.old.") {
+				t.Errorf("a cleaned raft host does not say its raft folder was kept as raft.old.N: %q", r.Detail)
+			}
+		}
+		requireAll(t, ctx, c, "1.0.8", pins)
+		// Every host journaled its destructive step under the recovery's ID.
+		for _, h := range c.Hosts {
+			b, err := os.ReadFile(filepath.Join(h.ConfigDir, "journal", rep.ID+".jsonl"))
+			if err != nil || !strings.Contains(string(b), `"event":"done"`) {
+				t.Fatalf("host %d: journal of %s: %v %s", h.Index, rep.ID, err, b)
+			}
+		}
+	})
+
+	t.Run("from an export after the state was lost everywhere", func(t *testing.T) {
+		wipeState(t, ctx, c, 0, 1, 2)
+		requireLost(t, ctx, c)
+		// The backups the last recovery took are now the best copies; --from overrides them.
+		out, err := recoverCLI("--dry-run")
+		if err != nil || !strings.Contains(out, "chosen: backup") {
+			t.Fatalf("recover --dry-run with every live pinset empty: %v\n%s", err, out)
+		}
+		rep := recoverJSON(t, recoverCLI, "--yes", "--from", export)
+		if rep.Choice.Source.Kind != statebackup.SourceFile || rep.Plan.Rebuild != c.HostID(ctx, 0) {
+			t.Fatalf("--from chose %+v rebuilt on %s, want the file on host 0", rep.Choice.Source, rep.Plan.Rebuild)
+		}
+		requireAll(t, ctx, c, "1.0.8", pins)
+	})
+}
+
+// recoverJSON runs recover with --json and decodes its report; a failed recovery fails the test with its report.
+func recoverJSON(t *testing.T, run func(...string) (string, error), args ...string) *control.RecoverReport {
+	t.Helper()
+	out, err := run(append(args, "--json")...)
+	var rep control.RecoverReport
+	if jerr := json.Unmarshal([]byte(firstLine(out)), &rep); jerr != nil {
+		t.Fatalf("recover printed %q (%v): %v", out, err, jerr)
+	}
+	if err != nil || rep.Error != "" {
+		t.Fatalf("recover failed: %v; report %+v", err, rep)
+	}
+	return &rep
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// wipeState stops the daemons of hosts (their peers stop with them), deletes their peers' state folders and
+// starts the daemons again: the peers come back with no pinset of their own.
+func wipeState(t *testing.T, ctx context.Context, c *harness.Cluster, hosts ...int) {
+	t.Helper()
+	for _, i := range hosts {
+		if err := c.KillDaemon(ctx, i, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range hosts {
+		for _, f := range []string{"raft", "pebble", "badger", "badger3", "leveldb"} {
+			if err := os.RemoveAll(filepath.Join(c.Peers[i].Dir, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, i := range hosts {
+		if err := c.StartDaemon(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.WaitRegistered(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := simtest.WaitFor(ctx, "every peer to answer again", func() bool {
+		for _, v := range c.Views(ctx) {
+			if v.Err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// requireLost checks that no peer holds a pin any more: the only copy left is outside the running cluster.
+func requireLost(t *testing.T, ctx context.Context, c *harness.Cluster) {
+	t.Helper()
+	for i, v := range c.Views(ctx) {
+		if v.Err != nil || v.Pins != 0 {
+			t.Fatalf("peer %d after its state was deleted: %+v", i, v)
+		}
+	}
+}
+
+// exportOf takes a live backup on host i and copies its export out of the backup folder, as an operator keeps one.
+func exportOf(t *testing.T, ctx context.Context, c *harness.Cluster, i int) string {
+	t.Helper()
+	out, err := c.CLI(ctx, "backup", "create", "--json", "--config", c.Hosts[i].ConfigDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m statebackup.Manifest
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("backup create printed %q: %v", out, err)
+	}
+	data, err := os.ReadFile(filepath.Join(c.Hosts[i].ConfigDir, "backups", m.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "pinset.ndjson.gz")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
