@@ -80,3 +80,42 @@ func TestLoadRejectsBadDuration(t *testing.T) {
 		t.Fatalf("want a timeouts.verify error, got %v", err)
 	}
 }
+
+func TestDockerRunnerRoundTripAndChecks(t *testing.T) {
+	dir := t.TempDir()
+	c := Default(dir)
+	c.ClusterConfig = "/data/ipfs-cluster"
+	c.Runner.Type = RunnerDocker
+	c.Runner.Docker = Docker{Socket: "unix:///run/podman/podman.sock", Container: "cluster0", ServicePath: "/bin/ipfs-cluster-service"}
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Runner.Docker != c.Runner.Docker {
+		t.Fatalf("docker section: got %+v, want %+v", got.Runner.Docker, c.Runner.Docker)
+	}
+	// Absent keys keep the defaults.
+	d := Default("/x")
+	if err := d.LoadJSON([]byte(`{"cluster_config":"/c","runner":{"type":"docker","docker":{"container":"peer"}}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if d.Runner.Docker.Socket != "unix:///var/run/docker.sock" || d.Runner.Docker.Container != "peer" || d.Validate() != nil {
+		t.Fatalf("defaults not kept: %+v (%v)", d.Runner.Docker, d.Validate())
+	}
+	for want, mutate := range map[string]func(*Docker){
+		"runner.docker.socket":       func(d *Docker) { d.Socket = "tcp://127.0.0.1:2375" },
+		"runner.docker.container":    func(d *Docker) { d.Container = "" },
+		"runner.docker.service_path": func(d *Docker) { d.ServicePath = "ipfs-cluster-service" },
+	} {
+		c := Default("/x")
+		c.ClusterConfig = "/c"
+		c.Runner.Type = RunnerDocker
+		mutate(&c.Runner.Docker)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v", want, err)
+		}
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/upgraded/upgraded/sidecar/agent"
 	"github.com/upgraded/upgraded/sidecar/binstore"
 	"github.com/upgraded/upgraded/sidecar/cluster"
+	"github.com/upgraded/upgraded/sidecar/dockerrunner"
 	"github.com/upgraded/upgraded/sidecar/execrunner"
 	"github.com/upgraded/upgraded/sidecar/systemdrunner"
 	"github.com/upgraded/upgraded/statebackup"
@@ -139,7 +140,25 @@ func (d *Daemon) buildHost() error {
 	if err != nil {
 		return fmt.Errorf("opening the binary store: %w", err)
 	}
+	var images agent.ImageStager
 	switch d.cfg.Runner.Type {
+	case config.RunnerDocker:
+		// A missing or forbidden socket is an error now, before any plan
+		// could touch the running peer.
+		socket, serr := dockerrunner.SocketFromHost(d.cfg.Runner.Docker.Socket)
+		if serr != nil {
+			return fmt.Errorf("setting up the docker runner: %w", serr)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var dr *dockerrunner.Runner
+		dr, err = dockerrunner.New(ctx, dockerrunner.Config{Engine: dockerrunner.NewEngine(socket),
+			Container: d.cfg.Runner.Docker.Container, StateDir: filepath.Join(d.cfg.RunDir(), "docker"),
+			Version: bins.Current, ServicePath: d.cfg.Runner.Docker.ServicePath,
+			StopTimeout: d.cfg.Runner.StopTimeout, Logger: d.log.Named("docker")})
+		cancel()
+		if err == nil {
+			d.runner, images = dr, dr
+		}
 	case config.RunnerSystemd:
 		// A missing unit or permission rule is an error now, before any plan
 		// could touch the running peer.
@@ -167,7 +186,7 @@ func (d *Daemon) buildHost() error {
 	}
 	d.agent, err = agent.New(agent.Config{HostID: d.node.ID().String(), ClusterDir: d.cfg.ClusterConfig, Runner: d.runner,
 		API: d.api, Bins: bins, Backups: backups, Journal: journal, StagingDir: d.cfg.StagingDir(), Reporter: d.coord,
-		Plans: d.fsm, Log: d.log, VerifyTimeout: d.cfg.Timeouts.Verify})
+		Plans: d.fsm, Log: d.log, VerifyTimeout: d.cfg.Timeouts.Verify, Images: images})
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,9 @@ type Config struct {
 	PollInterval time.Duration
 	FetchOptions []stage.Option
 	BinaryEnv    []string // environment for ipfs-cluster-service invocations
+	// Images, when set (docker mode), stages the plan's image artifact in
+	// place of fetching and unpacking files (images.go).
+	Images ImageStager
 }
 
 // Agent carries out this host's part of every plan, one task at a time.

@@ -101,6 +101,9 @@ func (a *Agent) learnRPC(ctx context.Context, p *plan.Plan, data map[string]stri
 // stage fetches every artifact, checks its sha256, unpacks it, checks that the
 // service binary says it is the target version, and installs it beside the current one.
 func (a *Agent) stage(ctx context.Context, p *plan.Plan) error {
+	if a.cfg.Images != nil {
+		return a.stageImage(ctx, p)
+	}
 	if a.cfg.Bins.Has(p.Version) {
 		if err := stage.VerifyVersion(ctx, a.cfg.Bins.ServicePathFor(p.Version), p.Version); err == nil {
 			a.log.Info("target version already installed on this host", zap.String("plan", p.ID), zap.String("version", p.Version))
