@@ -31,10 +31,7 @@ func announceCmd() *cobra.Command {
 		Use:   "announce",
 		Short: "Sign and announce an upgrade of the whole cluster to a version",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := needConfig(dir); err != nil {
-				return err
-			}
-			cfg, err := config.Load(dir)
+			cfg, err := loadConfig(dir)
 			if err != nil {
 				return err
 			}

@@ -3,7 +3,6 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/upgraded/upgraded/internal/config"
 	"github.com/upgraded/upgraded/internal/daemon"
 )
 
@@ -16,10 +15,7 @@ func daemonCmd() *cobra.Command {
 		Use:   "daemon",
 		Short: "Run the daemon beside the cluster peer",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := needConfig(dir); err != nil {
-				return err
-			}
-			cfg, err := config.Load(dir)
+			cfg, err := loadConfig(dir)
 			if err != nil {
 				return err
 			}

@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/upgraded/upgraded/coordination/plan"
-	"github.com/upgraded/upgraded/internal/config"
 	"github.com/upgraded/upgraded/internal/history"
 )
 
@@ -21,10 +20,7 @@ func historyCmd() *cobra.Command {
 		Use:   "history",
 		Short: "List every plan (signer, outcome), or with --plan every step of one, as this daemon recorded them",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := needConfig(dir); err != nil {
-				return err
-			}
-			cfg, err := config.Load(dir)
+			cfg, err := loadConfig(dir)
 			if err != nil {
 				return err
 			}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/upgraded/upgraded/coordination/envelope"
 	"github.com/upgraded/upgraded/coordination/p2p"
-	"github.com/upgraded/upgraded/internal/config"
 	"github.com/upgraded/upgraded/internal/control"
 )
 
@@ -30,10 +29,7 @@ func idCmd() *cobra.Command {
 		Use:   "id",
 		Short: "Print the daemon's peer ID, then its multiaddrs",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := needConfig(dir); err != nil {
-				return err
-			}
-			cfg, err := config.Load(dir)
+			cfg, err := loadConfig(dir)
 			if err != nil {
 				return err
 			}

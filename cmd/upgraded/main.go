@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/upgraded/upgraded/internal/config"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -67,6 +69,14 @@ every peer healthy and roll everything back when one is not.`,
 // configFlag adds --config, defaulting to $UPGRADED_PATH.
 func configFlag(c *cobra.Command, dir *string) {
 	c.Flags().StringVar(dir, "config", os.Getenv("UPGRADED_PATH"), "upgraded's config folder [$UPGRADED_PATH]")
+}
+
+// loadConfig reads the configuration of the --config folder.
+func loadConfig(dir string) (*config.Config, error) {
+	if err := needConfig(dir); err != nil {
+		return nil, err
+	}
+	return config.Load(dir)
 }
 
 func needConfig(dir string) error {

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/upgraded/upgraded/internal/config"
 	"github.com/upgraded/upgraded/internal/control"
 )
 
@@ -20,10 +19,7 @@ func statusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show the plan and every peer: id, version, phase, pins, last error",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := needConfig(dir); err != nil {
-				return err
-			}
-			cfg, err := config.Load(dir)
+			cfg, err := loadConfig(dir)
 			if err != nil {
 				return err
 			}

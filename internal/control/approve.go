@@ -4,9 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/upgraded/upgraded/coordination/plan"
 )
@@ -24,30 +21,13 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnprocessableEntity, errorBody{Error: err.Error()})
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.AckTimeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	last := time.Now()
-	for {
+	s.awaitCommit(w, r, "the approval was not recorded (the same key twice counts once)", func() (int, any, bool) {
 		ans := s.b.Plan(before.ID)
 		if p := ans.Plan; p != nil && (p.Phase != plan.PhaseProposed || len(p.Approvals) > len(before.Approvals)) {
-			writeJSON(w, http.StatusOK, ans)
-			return
+			return http.StatusOK, ans, true
 		}
-		if time.Since(last) > 2*time.Second {
-			last = time.Now()
-			if err := s.b.RepublishApproval(ctx, data); err != nil {
-				s.log.Debug("republishing approval", zap.Error(err))
-			}
-		}
-		select {
-		case <-ctx.Done():
-			writeJSON(w, http.StatusGatewayTimeout, errorBody{Error: "the approval was not recorded within " + s.AckTimeout.String() + " (the same key twice counts once)"})
-			return
-		case <-tick.C:
-		}
-	}
+		return 0, nil, false
+	}, func(ctx context.Context) error { return s.b.RepublishApproval(ctx, data) })
 }
 
 // Approve hands a signed approval or rejection to the daemon and returns the plan after it.

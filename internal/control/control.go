@@ -142,30 +142,42 @@ func (s *Server) announce(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnprocessableEntity, errorBody{Error: err.Error()})
 		return
 	}
+	s.awaitCommit(w, r, "no raft leader took the announcement", func() (int, any, bool) {
+		ans := s.b.Plan(a.ID)
+		switch {
+		case ans.Rejected != "":
+			return http.StatusUnprocessableEntity, errorBody{Error: "refused by the cluster: " + ans.Rejected}, true
+		case ans.Plan != nil:
+			return http.StatusOK, ans, true
+		}
+		return 0, nil, false
+	}, func(ctx context.Context) error { return s.b.Republish(ctx, data) })
+}
+
+// awaitCommit answers once done says the plan state holds what was sent,
+// publishing it again every two seconds meanwhile (an election may have
+// been under way), or answers a timeout naming what did not happen.
+func (s *Server) awaitCommit(w http.ResponseWriter, r *http.Request, notDone string,
+	done func() (int, any, bool), republish func(context.Context) error) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.AckTimeout)
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	last := time.Now()
 	for {
-		ans := s.b.Plan(a.ID)
-		switch {
-		case ans.Rejected != "":
-			writeJSON(w, http.StatusUnprocessableEntity, errorBody{Error: "refused by the cluster: " + ans.Rejected})
-			return
-		case ans.Plan != nil:
-			writeJSON(w, http.StatusOK, ans)
+		if code, body, ok := done(); ok {
+			writeJSON(w, code, body)
 			return
 		}
 		if time.Since(last) > 2*time.Second {
 			last = time.Now()
-			if err := s.b.Republish(ctx, data); err != nil {
-				s.log.Debug("republishing announcement", zap.Error(err))
+			if err := republish(ctx); err != nil {
+				s.log.Debug("publishing again", zap.Error(err))
 			}
 		}
 		select {
 		case <-ctx.Done():
-			writeJSON(w, http.StatusGatewayTimeout, errorBody{Error: "no raft leader took the announcement within " + s.AckTimeout.String() + " (are the other daemons up?)"})
+			writeJSON(w, http.StatusGatewayTimeout, errorBody{Error: notDone + " within " + s.AckTimeout.String() + " (are the other daemons up?)"})
 			return
 		case <-tick.C:
 		}
