@@ -45,6 +45,9 @@ func (s *State) choose(p *Plan) {
 		p.Chosen = Rolling
 		p.ChoiceReason = fmt.Sprintf("the running peers and %s speak the same RPC protocol (%s): one peer at a time, the others serving", p.Version, from)
 		s.clampRolling(p)
+	case staged[""]:
+		p.Chosen = fallback
+		p.ChoiceReason = fmt.Sprintf("the staged binary's RPC protocol could not be learned on every host (a trial start failed): %s, which does not mix versions", fallback)
 	case from == "" || to == "":
 		p.Chosen = fallback
 		p.ChoiceReason = fmt.Sprintf("the hosts did not agree on one RPC protocol (running %v, staged %v): %s, which does not mix versions", keys(running), keys(staged), fallback)

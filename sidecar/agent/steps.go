@@ -91,7 +91,11 @@ func (a *Agent) learnRPC(ctx context.Context, p *plan.Plan, data map[string]stri
 	}
 	staged, err := a.probeRPC(ctx, a.cfg.Bins.ServicePathFor(p.Version), a.stagingDir(p.ID))
 	if err != nil {
-		return fmt.Errorf("learning the RPC protocol of %s: %w", p.Version, err)
+		// Not fatal: without the staged protocol the plan falls back to the
+		// procedure that never mixes versions, and the real start decides.
+		a.log.Warn("could not learn the staged binary's RPC protocol; the plan will not upgrade one peer at a time",
+			zap.String("plan", p.ID), zap.Error(err))
+		staged = ""
 	}
 	data["rpc_running"], data["rpc_staged"] = id.RPCProtocolVersion, staged
 	a.log.Info("RPC protocols known", zap.String("plan", p.ID), zap.String("running", id.RPCProtocolVersion), zap.String("staged", staged))
