@@ -98,10 +98,14 @@ func TestPauseResumeAbort(t *testing.T) {
 
 	// Every daemon kept the history: three plans, their signer and outcome,
 	// and every step of each.
-	out, err := c.CLI(ctx, "history", "--config", c.Hosts[2].ConfigDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The plan ended on daemon 0; the others apply the last entry a moment later.
+	var out string
+	_ = simtest.WaitFor(ctx, "daemons 1 and 2 to record the end", func() bool {
+		o1, err1 := c.CLI(ctx, "history", "--config", c.Hosts[1].ConfigDir)
+		o2, err2 := c.CLI(ctx, "history", "--config", c.Hosts[2].ConfigDir)
+		out = o2
+		return err1 == nil && err2 == nil && strings.Contains(o1, "rolled-back") && strings.Contains(o2, "rolled-back")
+	})
 	for _, want := range []string{"failed", "done", "rolled-back", plan.ShortID(c.OperatorID)} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("history lacks %q:\n%s\n%s", want, out, c.CLIOrErr(ctx, "history", "--config", c.Hosts[2].ConfigDir, "--json"))
