@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,10 +97,7 @@ func TestBootstrapRejoinFailureLeavesOneOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Its peer is stopped now; from here on it fails whenever it starts.
-	if err := c.KillDaemon(ctx, broken, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.StartDaemonEnv(broken, []string{"CLUSTERSIM_FAULT=fail-start"}); err != nil {
+	if err := c.CrashDaemon(ctx, broken, []string{"CLUSTERSIM_FAULT=fail-start"}); err != nil {
 		t.Fatal(err)
 	}
 	watcher := (broken + 1) % len(c.Hosts)
@@ -160,10 +156,7 @@ func TestBootstrapLeaderKilled(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.KillDaemon(ctx, leader, syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.StartDaemon(leader); err != nil {
+			if err := c.CrashDaemon(ctx, leader, nil); err != nil {
 				t.Fatal(err)
 			}
 			p, err := c.WaitPlan(ctx, (leader+1)%len(c.Hosts), id)

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -122,10 +121,7 @@ func TestDaemonKilled(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.KillDaemon(ctx, victim, syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.StartDaemon(victim); err != nil {
+			if err := c.CrashDaemon(ctx, victim, nil); err != nil {
 				t.Fatal(err)
 			}
 			p, err := c.WaitPlan(ctx, 0, id)

@@ -254,6 +254,15 @@ func (c *Cluster) IndexOf(ctx context.Context, id string) int {
 	return -1
 }
 
+// CrashDaemon kills daemon i with SIGKILL, as a crash would, and starts it
+// again with extra environment (nil for none).
+func (c *Cluster) CrashDaemon(ctx context.Context, i int, env []string) error {
+	if err := c.KillDaemon(ctx, i, syscall.SIGKILL); err != nil {
+		return err
+	}
+	return c.StartDaemonEnv(i, env)
+}
+
 // Status asks daemon i for its view.
 func (c *Cluster) Status(ctx context.Context, i int) (*control.Status, error) {
 	cfg, err := config.Load(c.Hosts[i].ConfigDir)
