@@ -79,7 +79,7 @@ func Fetch(ctx context.Context, a Artifact, dir string, opts ...Option) (string,
 	if err != nil {
 		return "", fmt.Errorf("fetching %s: %w", a.Source, err)
 	}
-	name, err := targetName(a.Source)
+	name, err := TargetName(a.Source)
 	if err != nil {
 		return "", fmt.Errorf("fetching %s: %w", a.Source, err)
 	}
@@ -89,10 +89,30 @@ func Fetch(ctx context.Context, a Artifact, dir string, opts ...Option) (string,
 	}
 	defer body.Close()
 	final := filepath.Join(dir, name)
-	if err := writeVerified(body, final, want, &o); err != nil {
+	if _, err := writeVerified(body, final, want, &o); err != nil {
 		return "", fmt.Errorf("fetching %s into %s: %w", a.Source, dir, err)
 	}
 	return final, nil
+}
+
+// WriteVerified is Fetch's verify-then-rename discipline for bytes that come
+// from elsewhere (another daemon): r is streamed into final through a
+// temporary file beside it, and final appears only when the bytes are at most
+// maxSize and their sha256 is sha256Hex. On any error nothing is left behind.
+// It returns the number of bytes written.
+func WriteVerified(r io.Reader, final, sha256Hex string, maxSize int64) (int64, error) {
+	want, err := parseDigest(sha256Hex)
+	if err != nil {
+		return 0, err
+	}
+	o := options{maxSize: maxSize, wrapWriter: diskFullHook()}
+	return writeVerified(r, final, want, &o)
+}
+
+// IsLocal reports whether src is read from this host's own disk (a path or a
+// file:// URL) rather than over the network.
+func IsLocal(src string) bool {
+	return strings.HasPrefix(src, "file://") || (!strings.Contains(src, "://") && !strings.HasPrefix(src, "/ipfs/"))
 }
 
 func parseDigest(s string) ([]byte, error) {
@@ -106,9 +126,9 @@ func parseDigest(s string) ([]byte, error) {
 	return d, nil
 }
 
-// targetName keeps the source's base name, because Unpack tells the service
-// binary from the ctl binary by name.
-func targetName(src string) (string, error) {
+// TargetName is the file name Fetch gives an artifact: the source's base
+// name, because Unpack tells the service binary from the ctl binary by name.
+func TargetName(src string) (string, error) {
 	p := src
 	if u, err := url.Parse(src); err == nil && u.Scheme != "" {
 		p = u.Path
@@ -190,10 +210,10 @@ func httpGet(ctx context.Context, u string, o *options) (io.ReadCloser, error) {
 
 // writeVerified copies r to a temporary file beside final, checks the digest
 // and size, syncs, and renames; the temporary file is removed on any failure.
-func writeVerified(r io.Reader, final string, want []byte, o *options) (err error) {
+func writeVerified(r io.Reader, final string, want []byte, o *options) (n int64, err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(final), "."+filepath.Base(final)+".part-*")
 	if err != nil {
-		return describeWriteErr("creating temporary file", err)
+		return 0, describeWriteErr("creating temporary file", err)
 	}
 	defer func() {
 		if err != nil {
@@ -206,26 +226,26 @@ func writeVerified(r io.Reader, final string, want []byte, o *options) (err erro
 	if o.wrapWriter != nil {
 		w = o.wrapWriter(w)
 	}
-	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(r, o.maxSize+1))
+	n, err = io.Copy(io.MultiWriter(w, h), io.LimitReader(r, o.maxSize+1))
 	if err != nil {
-		return describeWriteErr("copying", err)
+		return n, describeWriteErr("copying", err)
 	}
 	if n > o.maxSize {
-		return fmt.Errorf("%w (%d bytes)", ErrTooLarge, o.maxSize)
+		return n, fmt.Errorf("%w (%d bytes)", ErrTooLarge, o.maxSize)
 	}
 	if got := h.Sum(nil); !equalDigest(got, want) {
-		return fmt.Errorf("%w: got %x, want %x", ErrChecksumMismatch, got, want)
+		return n, fmt.Errorf("%w: got %x, want %x", ErrChecksumMismatch, got, want)
 	}
 	if err := tmp.Sync(); err != nil {
-		return describeWriteErr("syncing", err)
+		return n, describeWriteErr("syncing", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return describeWriteErr("closing", err)
+		return n, describeWriteErr("closing", err)
 	}
 	if err := os.Rename(tmp.Name(), final); err != nil {
-		return fmt.Errorf("renaming into place: %w", err)
+		return n, fmt.Errorf("renaming into place: %w", err)
 	}
-	return syncDir(filepath.Dir(final))
+	return n, syncDir(filepath.Dir(final))
 }
 
 func equalDigest(a, b []byte) bool { return bytes.Equal(a, b) }
