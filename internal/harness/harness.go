@@ -37,7 +37,8 @@ type Options struct {
 	BuildDir    string // where simulator builds are kept (default Root/build); share it to build once
 	// Tune edits each daemon's configuration after init (timeouts for tests).
 	Tune func(c *config.Config)
-	// TuneHost edits daemon i's configuration after Tune.
+	// TuneHost edits daemon i's configuration after Tune. Both are called
+	// from several goroutines at once (hosts are set up in parallel).
 	TuneHost func(i int, c *config.Config)
 }
 
@@ -93,45 +94,88 @@ func Setup(ctx context.Context, opt Options) (*Cluster, error) {
 		return nil, err
 	}
 	c.OperatorID = strings.TrimSpace(out)
-	for i, p := range c.Peers {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		h := &Host{Index: i, ConfigDir: filepath.Join(opt.Root, fmt.Sprintf("upgraded%d", i)),
-			Listen: fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port), Peer: p}
-		h.LogPath = filepath.Join(opt.Root, fmt.Sprintf("upgraded%d.log", i))
-		args := []string{"init", "--config", h.ConfigDir, "--cluster-config", p.Dir, "--listen", h.Listen,
-			"--trust", c.OperatorID, "--service-bin", c.From.Service, "--ctl-bin", c.From.Ctl}
-		if _, err := c.cli(ctx, args...); err != nil {
-			return nil, err
-		}
-		cfg, err := config.Load(h.ConfigDir)
-		if err != nil {
-			return nil, err
-		}
-		cfg.StopPeerOnExit = true
-		if opt.Tune != nil {
-			opt.Tune(cfg)
-		}
-		if opt.TuneHost != nil {
-			opt.TuneHost(i, cfg)
-		}
-		if err := cfg.Save(); err != nil {
-			return nil, err
-		}
-		out, err := c.cli(ctx, "id", "--config", h.ConfigDir)
-		if err != nil {
-			return nil, err
-		}
-		lines := strings.Fields(out)
-		if len(lines) < 2 {
-			return nil, fmt.Errorf("upgraded id printed %q", out)
-		}
-		h.Addr = lines[1]
-		c.Hosts = append(c.Hosts, h)
+	c.Hosts = make([]*Host, len(c.Peers))
+	if err := parallel(len(c.Peers), setupWorkers, func(i int) error {
+		h, err := c.initHost(ctx, i, c.Peers[i])
+		c.Hosts[i] = h
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// setupWorkers bounds how many hosts are initialised at once (each runs the CLI twice).
+const setupWorkers = 4
+
+// initHost writes daemon i's configuration beside cluster peer p.
+func (c *Cluster) initHost(ctx context.Context, i int, p simtest.Peer) (*Host, error) {
+	opt := c.opt
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	h := &Host{Index: i, ConfigDir: filepath.Join(opt.Root, fmt.Sprintf("upgraded%d", i)),
+		Listen: fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port), Peer: p}
+	h.LogPath = filepath.Join(opt.Root, fmt.Sprintf("upgraded%d.log", i))
+	args := []string{"init", "--config", h.ConfigDir, "--cluster-config", p.Dir, "--listen", h.Listen,
+		"--trust", c.OperatorID, "--service-bin", c.From.Service, "--ctl-bin", c.From.Ctl}
+	if _, err := c.cli(ctx, args...); err != nil {
+		return nil, err
+	}
+	cfg, err := config.Load(h.ConfigDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.StopPeerOnExit = true
+	if opt.Tune != nil {
+		opt.Tune(cfg)
+	}
+	if opt.TuneHost != nil {
+		opt.TuneHost(i, cfg)
+	}
+	if err := cfg.Save(); err != nil {
+		return nil, err
+	}
+	out, err := c.cli(ctx, "id", "--config", h.ConfigDir)
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Fields(out)
+	if len(lines) < 2 {
+		return nil, fmt.Errorf("upgraded id printed %q", out)
+	}
+	h.Addr = lines[1]
+	return h, nil
+}
+
+// parallel runs fn(0..n-1) on at most workers goroutines and returns every error, joined.
+func parallel(n, workers int, fn func(i int) error) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		next = make(chan int)
+	)
+	for w := 0; w < min(n, workers); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(i); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func freePort() (int, error) {
@@ -211,6 +255,22 @@ func (c *Cluster) StartDaemonEnv(i int, env []string) error {
 	h.cmd, h.done = cmd, done
 	c.mu.Unlock()
 	return nil
+}
+
+// PID is the process ID of daemon i, or 0 when it does not run.
+func (c *Cluster) PID(i int) int {
+	c.mu.Lock()
+	cmd, done := c.Hosts[i].cmd, c.Hosts[i].done
+	c.mu.Unlock()
+	if cmd == nil {
+		return 0
+	}
+	select {
+	case <-done:
+		return 0
+	default:
+		return cmd.Process.Pid
+	}
 }
 
 // KillDaemon sends sig to daemon i and waits for it to exit.

@@ -1,0 +1,430 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/upgraded/upgraded/coordination/plan"
+	"github.com/upgraded/upgraded/internal/clustersim/simtest"
+	"github.com/upgraded/upgraded/internal/config"
+	"github.com/upgraded/upgraded/internal/harness"
+)
+
+// scaleNsEnv lists the cluster sizes BenchmarkScale runs (make bench BENCH_N=3,10).
+const scaleNsEnv = "UPGRADED_BENCH_N"
+
+// scalePins is the pinset every peer holds; kept small so that the figures
+// show coordination, not pinset transfer.
+const scalePins = 50
+
+// scaleResult is what one cluster size measured.
+type scaleResult struct {
+	N            int
+	Plan         *plan.Plan
+	AnnounceToOK time.Duration // announce CLI start to its answer: the plan is in the raft state
+	Prepare      time.Duration // plan committed to every host prepared (leader's raft times)
+	Skew         time.Duration // last stop minus first stop (journals)
+	Downtime     time.Duration // first stop to last peer verified (journals)
+	Plain        time.Duration // the plain script: first stop to last peer healthy
+	PlainSkew    time.Duration
+	RSSIdle      []int64 // VmRSS of each daemon before the announcement, kB
+	RSSPeak      []int64 // VmHWM of each daemon during the upgrade, kB (0: unknown)
+	SourceBytes  int64   // bytes the artifact server sent during the upgrade
+	ArtifactSize int64   // bytes of one full set of artifacts
+}
+
+// BenchmarkScale runs, for each N of $UPGRADED_BENCH_N (default 3,10,50,100),
+// N simulated peers each with a real daemon process, announces a standard
+// upgrade 1.0.8 -> 1.1.6 with the release served over HTTP, then runs a plain
+// stop-swap-start script on the same peers, and prints one row per N.
+func BenchmarkScale(b *testing.B) {
+	ns, err := scaleNs(os.Getenv(scaleNsEnv))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rows []string
+	for _, n := range ns {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				r, err := runScale(b, n)
+				if err != nil {
+					b.Fatal(err)
+				}
+				reportScale(b, r)
+				rows = append(rows, r.row())
+				fmt.Printf("\n%s\n%s\n", scaleHeader, r.row())
+			}
+		})
+	}
+	fmt.Printf("\nscale (every figure an upper bound: the machine is shared)\n%s\n%s\n", scaleHeader, strings.Join(rows, "\n"))
+}
+
+// TestScaleHarnessSmoke runs the scale harness once at N=3: the upgrade must
+// succeed and every figure be produced. Timings are not asserted.
+func TestScaleHarnessSmoke(t *testing.T) {
+	r, err := runScale(t, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s\n%s", scaleHeader, r.row())
+	if !r.Plan.Succeeded() {
+		t.Fatalf("plan ended %s: %s", r.Plan.Phase, r.Plan.Reason)
+	}
+	for name, d := range map[string]time.Duration{"announce to commit": r.AnnounceToOK, "prepare": r.Prepare,
+		"downtime": r.Downtime, "plain downtime": r.Plain} {
+		if d <= 0 {
+			t.Errorf("%s not measured (%s)", name, d)
+		}
+	}
+	if len(r.RSSIdle) != 3 || r.RSSIdle[0] <= 0 {
+		t.Errorf("idle memory not measured: %v", r.RSSIdle)
+	}
+	if r.SourceBytes < r.ArtifactSize || r.ArtifactSize <= 0 {
+		t.Errorf("artifact server sent %d bytes for an artifact set of %d", r.SourceBytes, r.ArtifactSize)
+	}
+}
+
+func scaleNs(s string) ([]int, error) {
+	if strings.TrimSpace(s) == "" {
+		s = "3,10,50,100"
+	}
+	var ns []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s=%q: want cluster sizes like 3,10,50", scaleNsEnv, s)
+		}
+		ns = append(ns, n)
+	}
+	return ns, nil
+}
+
+// scaleTimeouts are generous: at N=100 on a shared 2-core machine everything is slow.
+func scaleTimeouts(c *config.Config) {
+	c.Timeouts.Verify = 2 * time.Minute
+	c.Timeouts.Prepare = 5 * time.Minute
+	c.Timeouts.Switch = 5 * time.Minute
+	c.Timeouts.Rollback = 5 * time.Minute
+	c.Runner.StopTimeout = 10 * time.Second
+}
+
+// runScale measures one cluster size; everything it started is stopped when it returns.
+func runScale(tb testing.TB, n int) (*scaleResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute+time.Duration(n)*10*time.Second)
+	defer cancel()
+	c, err := harness.Setup(ctx, harness.Options{Root: tb.TempDir(), Peers: n, From: simtest.BuildSpec{Version: "1.0.8"},
+		UpgradedBin: upgradedBin, BuildDir: buildDir, Tune: scaleTimeouts})
+	if err != nil {
+		return nil, fmt.Errorf("setting up %d hosts: %w", n, err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			c.Close()
+		}
+	}()
+	if err := c.Start(ctx); err != nil {
+		return nil, fmt.Errorf("starting %d hosts: %w", n, err)
+	}
+	if _, err := c.AddPins(ctx, 0, scalePins, "scale"); err != nil {
+		return nil, err
+	}
+	if err := c.WaitPins(ctx, scalePins); err != nil {
+		return nil, err
+	}
+	rel, err := c.Release(ctx, simtest.BuildSpec{Version: "1.1.6"})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := serveArtifacts(rel)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	r := &scaleResult{N: n, ArtifactSize: srv.size}
+	pids := make([]int, n)
+	for i := range pids {
+		pids[i] = c.PID(i)
+	}
+	if r.RSSIdle, err = procStatus(pids, "VmRSS"); err != nil {
+		return nil, err
+	}
+	peakKnown := resetPeaks(pids)
+	start := time.Now()
+	id, err := c.Announce(ctx, 0, srv.args, "--procedure", "standard")
+	if err != nil {
+		return nil, err
+	}
+	r.AnnounceToOK = time.Since(start)
+	if r.Plan, err = c.WaitPlan(ctx, 0, id); err != nil {
+		return nil, err
+	}
+	if peakKnown {
+		if r.RSSPeak, err = procStatus(pids, "VmHWM"); err != nil {
+			return nil, err
+		}
+	}
+	r.SourceBytes = srv.sent.Load()
+	if !r.Plan.Succeeded() {
+		return r, fmt.Errorf("plan %s ended %s: %s", id, r.Plan.Phase, r.Plan.Reason)
+	}
+	r.Prepare = r.Plan.SwitchAt.Add(-r.Plan.Timeouts.Barrier).Sub(r.Plan.Created)
+	if r.Downtime, r.Skew, err = journalTimes(c, id); err != nil {
+		return r, err
+	}
+	closed = true
+	c.Close() // daemons stop their peers
+	r.Plain, r.PlainSkew, err = parallelScript(ctx, c, scalePins)
+	return r, err
+}
+
+// parallelScript is an operator's script run on every host at once (as over
+// parallel ssh): stop the peer, swap, start it, poll it every 200 ms until
+// healthy (version, full pinset, every peer seen), as the agent verifies.
+// The peers already run 1.1.6, so the swap is a no-op: what it measures is the
+// stop-start cycle and the time to health.
+func parallelScript(ctx context.Context, c *harness.Cluster, pins int) (down, skew time.Duration, err error) {
+	bin, err := simtest.Build(ctx, c.BuildDir, simtest.BuildSpec{Version: "1.1.6"})
+	if err != nil {
+		return 0, 0, err
+	}
+	n := len(c.Peers)
+	procs := make([]*simtest.Process, n)
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, p := range procs {
+			if p != nil {
+				_ = p.Stop(sctx)
+			}
+		}
+	}()
+	for i, p := range c.Peers {
+		if procs[i], err = simtest.Start(bin.Service, p, nil); err != nil {
+			return 0, 0, err
+		}
+	}
+	if err := c.WaitHealthy(ctx, "1.1.6", pins); err != nil {
+		return 0, 0, err
+	}
+	stops, healthy := make([]time.Time, n), make([]time.Time, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, p := range c.Peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stops[i] = time.Now()
+			if err := procs[i].Stop(ctx); err != nil && !isExit(err) {
+				errs[i] = fmt.Errorf("stopping peer %d: %w", i, err)
+				return
+			}
+			if procs[i], errs[i] = simtest.Start(bin.Service, p, nil); errs[i] != nil {
+				return
+			}
+			healthy[i], errs[i] = pollHealthy(ctx, p, "1.1.6", pins, n)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, 0, err
+	}
+	first, lastStop, lastHealthy := stops[0], stops[0], healthy[0]
+	for i := range stops {
+		first, lastStop, lastHealthy = minTime(first, stops[i]), maxTime(lastStop, stops[i]), maxTime(lastHealthy, healthy[i])
+	}
+	return lastHealthy.Sub(first), lastStop.Sub(first), nil
+}
+
+func isExit(err error) bool {
+	var ee interface{ ExitCode() int }
+	return errors.As(err, &ee)
+}
+
+// pollHealthy checks the peer every 200 ms (the agent's default poll
+// interval) until it is healthy, and returns when it was.
+func pollHealthy(ctx context.Context, p simtest.Peer, version string, pins, n int) (time.Time, error) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for !peerHealthy(ctx, p, version, pins, n) {
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("waiting for peer %s to be healthy: %w", p.PeerID, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	return time.Now(), nil
+}
+
+// peerHealthy: the peer answers with version, at least pins pins and n peers.
+func peerHealthy(ctx context.Context, p simtest.Peer, version string, pins, n int) bool {
+	code, body, err := simtest.Get(ctx, p.APIURL, "/version")
+	if err != nil || code != http.StatusOK || !strings.Contains(string(body), `"`+version+`"`) {
+		return false
+	}
+	if simtest.PinCount(ctx, p.APIURL) < pins {
+		return false
+	}
+	code, body, err = simtest.Get(ctx, p.APIURL, "/peers")
+	return err == nil && code == http.StatusOK && simtest.CountObjects(body) >= n
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// artifactServer serves a release's files on 127.0.0.1 and counts the bytes sent.
+type artifactServer struct {
+	srv  *http.Server
+	args []string // announce arguments pointing at it
+	size int64
+	sent atomic.Int64
+}
+
+// serveArtifacts serves the files named by release arguments (--artifact PATH)
+// and returns the same arguments with http:// URLs.
+func serveArtifacts(rel []string) (*artifactServer, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listening for the artifact server: %w", err)
+	}
+	s := &artifactServer{}
+	files := map[string]string{}
+	for i := 0; i < len(rel); i++ {
+		s.args = append(s.args, rel[i])
+		if rel[i] != "--artifact" || i+1 == len(rel) {
+			continue
+		}
+		i++
+		path := rel[i]
+		fi, err := os.Stat(path)
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("serving artifact: %w", err)
+		}
+		s.size += fi.Size()
+		files["/"+filepath.Base(path)] = path
+		s.args = append(s.args, "http://"+l.Addr().String()+"/"+filepath.Base(path))
+	}
+	s.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		path, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		n, _ := io.Copy(w, f)
+		s.sent.Add(n)
+	})}
+	go func() { _ = s.srv.Serve(l) }()
+	return s, nil
+}
+
+// Close stops the server and waits a little for transfers under way.
+func (s *artifactServer) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.srv.Shutdown(ctx)
+}
+
+// procStatus reads field (VmRSS, VmHWM) in kB from /proc/PID/status of each pid.
+func procStatus(pids []int, field string) ([]int64, error) {
+	out := make([]int64, 0, len(pids))
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return nil, fmt.Errorf("reading the memory of daemon pid %d: %w", pid, err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, field+":"); ok {
+				kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("parsing %s of pid %d: %q", field, pid, line)
+				}
+				out = append(out, kb)
+			}
+		}
+	}
+	return out, nil
+}
+
+// resetPeaks sets each process's VmHWM to its current RSS (clear_refs 5), so
+// that VmHWM read after the upgrade is the peak during it. False if refused.
+func resetPeaks(pids []int) bool {
+	for _, pid := range pids {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+const scaleHeader = "    N | announce->commit | prepare | restart skew | downtime | plain script | ratio | RSS idle MB min/med/max | RSS peak MB min/med/max | source bytes (artifacts x N)"
+
+func (r *scaleResult) row() string {
+	ratio := 0.0
+	if r.Plain > 0 {
+		ratio = float64(r.Downtime) / float64(r.Plain)
+	}
+	return fmt.Sprintf("%5d | %16s | %7s | %12s | %8s | %12s | %5.2f | %23s | %23s | %d (%d x %d = %d)",
+		r.N, r.AnnounceToOK.Round(time.Millisecond), r.Prepare.Round(time.Millisecond), r.Skew.Round(100*time.Microsecond),
+		r.Downtime.Round(time.Millisecond), r.Plain.Round(time.Millisecond), ratio, mbSpread(r.RSSIdle), mbSpread(r.RSSPeak),
+		r.SourceBytes, r.ArtifactSize, r.N, r.ArtifactSize*int64(r.N))
+}
+
+func reportScale(b *testing.B, r *scaleResult) {
+	b.ReportMetric(float64(r.AnnounceToOK.Milliseconds()), "announce-commit-ms")
+	b.ReportMetric(float64(r.Prepare.Milliseconds()), "prepare-ms")
+	b.ReportMetric(float64(r.Skew.Microseconds())/1000, "restart-skew-ms")
+	b.ReportMetric(float64(r.Downtime.Milliseconds()), "downtime-ms")
+	b.ReportMetric(float64(r.Plain.Milliseconds()), "plain-downtime-ms")
+	b.ReportMetric(float64(median(r.RSSIdle))/1024, "rss-idle-median-MB")
+	b.ReportMetric(float64(median(r.RSSPeak))/1024, "rss-peak-median-MB")
+	b.ReportMetric(float64(r.SourceBytes), "source-bytes")
+}
+
+func median(v []int64) int64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]int64(nil), v...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func mbSpread(v []int64) string {
+	if len(v) == 0 {
+		return "unknown"
+	}
+	s := append([]int64(nil), v...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return fmt.Sprintf("%.1f/%.1f/%.1f", float64(s[0])/1024, float64(median(s))/1024, float64(s[len(s)-1])/1024)
+}
