@@ -37,9 +37,13 @@ staticcheck:
 	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	staticcheck ./...
 
-# Benchmarks print figures (downtime next to a plain script, restart skew).
+# Benchmarks print figures (downtime next to a plain script, restart skew);
+# BenchmarkScale prints one row per cluster size of BENCH_N (N daemons and N
+# simulated peers). A subset: make bench BENCH=Scale BENCH_N=3,10
+BENCH   ?= .
+BENCH_N ?= 3,10,50,100
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/e2e/ ./statebackup/
+	UPGRADED_BENCH_N=$(BENCH_N) $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 120m ./internal/e2e/ ./statebackup/
 
 # Fuzz targets of hostile input, each run for FUZZTIME; prints the executions.
 FUZZTIME ?= 10s
