@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,9 +18,9 @@ import (
 )
 
 // TestRecover drives `upgraded recover` on one cluster, in order: a dry run changes nothing; with the state
-// folders deleted on 2 of 3 hosts, recover rebuilds one peer from the best copy and the others join it, every
-// one ending with the full pinset and the old state kept; and with the state deleted on every host, recover
-// --from an export rebuilds the whole pinset.
+// folders deleted on 2 of 3 hosts in a way the peers cannot heal from by themselves (checked first), recover
+// rebuilds one peer from the best copy and the others join it, every one ending with the full pinset and the old
+// state kept; and with the state deleted on every host, recover --from an export rebuilds the whole pinset.
 func TestRecover(t *testing.T) {
 	for _, consensus := range []string{"crdt", "raft"} {
 		t.Run(consensus, func(t *testing.T) { testRecover(t, consensus) })
@@ -64,10 +65,12 @@ func testRecover(t *testing.T, consensus string) {
 	})
 
 	t.Run("state deleted on 2 of 3 hosts", func(t *testing.T) {
-		wipeState(t, ctx, c, 1, 2)
+		want := loseStateOnTwoHosts(t, ctx, c, consensus)
+		requireStaysShort(t, ctx, c, pins, 1, 2)
 		rep := recoverJSON(t, recoverCLI, "--yes")
-		if rep.Choice == nil || rep.Choice.Source.Pins != pins || rep.Choice.Reason == "" {
-			t.Fatalf("choice %+v, want a copy of %d pins with a reason", rep.Choice, pins)
+		if rep.Choice == nil || rep.Choice.Source.Pins != pins || rep.Choice.Source.Kind != want ||
+			rep.Choice.Source.Host != c.HostID(ctx, 0) || rep.Choice.Reason == "" {
+			t.Fatalf("choice %+v, want the %s of %d pins on host 0 with a reason", rep.Choice, want, pins)
 		}
 		if len(rep.Results) != 8 {
 			t.Fatalf("%d steps carried out, want 8 (2 cleans, rebuild, verify, 2 joins and verifies): %+v", len(rep.Results), rep.Results)
@@ -134,18 +137,25 @@ func firstLine(s string) string {
 // starts the daemons again: the peers come back with no pinset of their own.
 func wipeState(t *testing.T, ctx context.Context, c *harness.Cluster, hosts ...int) {
 	t.Helper()
+	stopDaemons(t, ctx, c, hosts...)
+	for _, i := range hosts {
+		deleteState(t, c, i)
+	}
+	startDaemons(t, ctx, c, hosts...)
+	waitAnswering(t, ctx, c, hosts...)
+}
+
+func stopDaemons(t *testing.T, ctx context.Context, c *harness.Cluster, hosts ...int) {
+	t.Helper()
 	for _, i := range hosts {
 		if err := c.KillDaemon(ctx, i, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, i := range hosts {
-		for _, f := range []string{"raft", "pebble", "badger", "badger3", "leveldb"} {
-			if err := os.RemoveAll(filepath.Join(c.Peers[i].Dir, f)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+}
+
+func startDaemons(t *testing.T, ctx context.Context, c *harness.Cluster, hosts ...int) {
+	t.Helper()
 	for _, i := range hosts {
 		if err := c.StartDaemon(i); err != nil {
 			t.Fatal(err)
@@ -154,9 +164,24 @@ func wipeState(t *testing.T, ctx context.Context, c *harness.Cluster, hosts ...i
 	if err := c.WaitRegistered(ctx); err != nil {
 		t.Fatal(err)
 	}
-	err := simtest.WaitFor(ctx, "every peer to answer again", func() bool {
-		for _, v := range c.Views(ctx) {
-			if v.Err != nil {
+}
+
+func deleteState(t *testing.T, c *harness.Cluster, i int) {
+	t.Helper()
+	for _, f := range []string{"raft", "pebble", "badger", "badger3", "leveldb"} {
+		if err := os.RemoveAll(filepath.Join(c.Peers[i].Dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitAnswering waits until the peers of hosts answer their REST API.
+func waitAnswering(t *testing.T, ctx context.Context, c *harness.Cluster, hosts ...int) {
+	t.Helper()
+	err := simtest.WaitFor(ctx, fmt.Sprintf("the peers of hosts %v to answer", hosts), func() bool {
+		views := c.Views(ctx)
+		for _, i := range hosts {
+			if views[i].Err != nil {
 				return false
 			}
 		}
@@ -164,6 +189,69 @@ func wipeState(t *testing.T, ctx context.Context, c *harness.Cluster, hosts ...i
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// loseStateOnTwoHosts deletes the state of hosts 1 and 2 so that their peers cannot get it back by themselves,
+// and returns the kind of copy recover must then find on host 0:
+//   - raft: hosts 1 and 2 also forget the cluster's peerset (init_peerset emptied, as on peers that joined with
+//     --bootstrap), so they come back as one-peer clusters that do not know host 0, whose live pinset is the only
+//     full copy;
+//   - crdt: a crdt peer would pull every pin from any live peer that holds them, so host 0's peer is stopped first
+//     and its datastore corrupted: it cannot start, and the only full copy is host 0's backup.
+func loseStateOnTwoHosts(t *testing.T, ctx context.Context, c *harness.Cluster, consensus string) statebackup.SourceKind {
+	t.Helper()
+	if consensus == "raft" {
+		stopDaemons(t, ctx, c, 1, 2)
+		for _, i := range []int{1, 2} {
+			deleteState(t, c, i)
+			err := simtest.EditConfig(c.Peers[i], func(cfg map[string]any) {
+				cfg["consensus"].(map[string]any)["raft"].(map[string]any)["init_peerset"] = []string{}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		startDaemons(t, ctx, c, 1, 2)
+		waitAnswering(t, ctx, c, 0, 1, 2)
+		return statebackup.SourceLive
+	}
+	stopDaemons(t, ctx, c, 0, 1, 2)
+	deleteState(t, c, 1)
+	deleteState(t, c, 2)
+	// Whatever the datastore holds, a snapshot that is not one stops the peer at load, like a damaged datastore.
+	bad := filepath.Join(c.Peers[0].Dir, "pebble", "pins.snapshot")
+	if err := os.WriteFile(bad, []byte("damaged\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startDaemons(t, ctx, c, 0, 1, 2)
+	waitAnswering(t, ctx, c, 1, 2)
+	return statebackup.SourceBackup
+}
+
+// requireStaysShort checks that, without recover, the peers of hosts answer without the full pinset and do not get
+// it back within a few seconds (a dozen of the simulator's sync rounds): what recover then restores is its doing.
+func requireStaysShort(t *testing.T, ctx context.Context, c *harness.Cluster, pins int, hosts ...int) {
+	t.Helper()
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var views []harness.PeerView
+	err := simtest.WaitFor(wctx, "a peer to get the pinset back by itself", func() bool {
+		views = c.Views(wctx)
+		for _, i := range hosts {
+			if views[i].Err == nil && views[i].Pins >= pins {
+				return true
+			}
+		}
+		return false
+	})
+	if err == nil {
+		t.Fatalf("a wiped peer got the full pinset back without recover (%+v): the test would not show what recover does", views)
+	}
+	for _, i := range hosts {
+		if v := c.Views(ctx)[i]; v.Err != nil || v.Pins != 0 {
+			t.Fatalf("peer %d after its state was deleted: %+v, want it answering with no pin", i, v)
+		}
 	}
 }
 
