@@ -223,12 +223,13 @@ func (d *daemon) peerRequest(ctx context.Context, method string, a Addr, path st
 	return d.client.Do(req)
 }
 
-// syncLoop pulls changes from every peer it should follow, forever.
+// syncLoop pulls changes from the peers it should follow, forever: all of
+// them each tick, or a rotating syncFanout of them in a large cluster.
 func (d *daemon) syncLoop(ctx context.Context) {
 	t := time.NewTicker(syncInterval)
 	defer t.Stop()
 	for {
-		for _, a := range d.syncTargets() {
+		for _, a := range d.peers.due(d.syncTargets(), time.Now()) {
 			d.syncWith(ctx, a)
 		}
 		select {

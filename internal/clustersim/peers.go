@@ -10,9 +10,16 @@ import (
 // Membership views lag like the real monitor: a crdt peer is listed only
 // after contactLag of continuous contact, and contact older than contactTTL
 // counts as lost.
+//
+// A peer syncs with every other peer each syncInterval while there are at
+// most syncFanout of them. In larger clusters (issue #9 runs 100 peers on one
+// machine) it syncs with the syncFanout it tried least recently, so each is
+// still reached every ceil(n/syncFanout) ticks, and contact lasts that many
+// ticks longer: every peer is still seen, only later.
 const (
 	contactLag = time.Second
 	contactTTL = 2500 * time.Millisecond
+	syncFanout = 8
 )
 
 // contact is what this peer knows of another, keyed by its cluster address.
@@ -23,6 +30,7 @@ type contact struct {
 	info      json.RawMessage // the other's own /id object
 	firstSeen time.Time
 	lastSeen  time.Time
+	lastTried time.Time // last sync attempt, for the rotation in large clusters
 	cursor    syncCursor
 }
 
@@ -67,7 +75,7 @@ func (b *peerBook) seen(hostport, id, rpc string, info json.RawMessage, now time
 	if !ok {
 		return
 	}
-	if c.id != id || now.Sub(c.lastSeen) > contactTTL {
+	if c.id != id || now.Sub(c.lastSeen) > b.ttl() {
 		c.firstSeen = now
 	}
 	c.id, c.rpc, c.lastSeen = id, rpc, now
@@ -121,14 +129,52 @@ func (b *peerBook) addrOf(id string) (Addr, bool) {
 	return Addr{}, false
 }
 
-// alive lists the contacts heard from within contactTTL; lagged keeps only
+// ttl is how long contact lasts: contactTTL, plus one rotation of the
+// sync targets when there are more than syncFanout. Called with b.mu held.
+func (b *peerBook) ttl() time.Duration {
+	n := len(b.contacts)
+	if n <= syncFanout {
+		return contactTTL
+	}
+	rounds := (n + syncFanout - 1) / syncFanout
+	return contactTTL + time.Duration(rounds)*syncInterval
+}
+
+// due picks the targets to sync with this tick: all of them when they are
+// at most syncFanout, else the syncFanout tried least recently (never tried
+// first), which are marked tried at now.
+func (b *peerBook) due(targets []Addr, now time.Time) []Addr {
+	if len(targets) <= syncFanout {
+		return targets
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	tried := func(a Addr) time.Time {
+		if c, ok := b.contacts[a.HostPort()]; ok {
+			return c.lastTried
+		}
+		return time.Time{}
+	}
+	out := append([]Addr(nil), targets...)
+	sort.SliceStable(out, func(i, j int) bool { return tried(out[i]).Before(tried(out[j])) })
+	out = out[:syncFanout]
+	for _, a := range out {
+		if c, ok := b.contacts[a.HostPort()]; ok {
+			c.lastTried = now
+		}
+	}
+	return out
+}
+
+// alive lists the contacts heard from within ttl; lagged keeps only
 // those in contact for at least contactLag.
 func (b *peerBook) alive(now time.Time, lagged bool) []contact {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	ttl := b.ttl()
 	var out []contact
 	for _, c := range b.contacts {
-		if c.id == "" || now.Sub(c.lastSeen) > contactTTL {
+		if c.id == "" || now.Sub(c.lastSeen) > ttl {
 			continue
 		}
 		if lagged && now.Sub(c.firstSeen) < contactLag {

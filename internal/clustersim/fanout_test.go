@@ -1,0 +1,202 @@
+package clustersim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+func TestDueSyncsEveryTargetUpToTheFanout(t *testing.T) {
+	for _, n := range []int{1, syncFanout} {
+		b, targets := bookOf(n)
+		if got := b.due(targets, time.Now()); len(got) != n {
+			t.Errorf("%d targets: %d due, want all", n, len(got))
+		}
+		if ttl := b.ttl(); ttl != contactTTL {
+			t.Errorf("%d targets: contact lasts %s, want %s as before", n, ttl, contactTTL)
+		}
+	}
+}
+
+func TestDueRotatesThroughALargeCluster(t *testing.T) {
+	const n = 3*syncFanout + 1
+	b, targets := bookOf(n)
+	now := time.Unix(1000, 0)
+	seen := map[string]int{}
+	for tick := 0; tick < 4; tick++ { // ceil(25/8) ticks reach everyone
+		got := b.due(targets, now.Add(time.Duration(tick)*syncInterval))
+		if len(got) != syncFanout {
+			t.Fatalf("tick %d: %d due, want %d", tick, len(got), syncFanout)
+		}
+		for _, a := range got {
+			seen[a.HostPort()]++
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("4 ticks reached %d of %d targets", len(seen), n)
+	}
+	for hp, k := range seen {
+		if k > 2 {
+			t.Errorf("%s synced %d times in 4 ticks while others waited", hp, k)
+		}
+	}
+	if want := contactTTL + 4*syncInterval; b.ttl() != want {
+		t.Errorf("contact lasts %s, want %s (one rotation longer)", b.ttl(), want)
+	}
+}
+
+func bookOf(n int) (*peerBook, []Addr) {
+	b := newPeerBook("self")
+	for i := 0; i < n; i++ {
+		b.learn(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/peer%d", 20000+i, i))
+	}
+	return b, b.all()
+}
+
+// TestLargeCRDTClusterSeesEveryPeer runs more peers than the sync fanout in
+// this process, each told only of the first: every peer must list every
+// other, a pin must reach all, and a stopped peer must drop out of the lists.
+func TestLargeCRDTClusterSeesEveryPeer(t *testing.T) {
+	const n = 2*syncFanout + 2
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p := ProfileFor("1.1.6")
+	apis := make([]string, n)
+	stops := make([]context.CancelFunc, n)
+	errs := make([]chan error, n)
+	var first, secret string
+	for i := 0; i < n; i++ {
+		dir := filepath.Join(t.TempDir(), fmt.Sprint(i))
+		var out bytes.Buffer
+		if code := RunService(ctx, []string{"-c", dir, "init", "--randomports", "--consensus", "crdt"}, IO{Stdout: &out, Stderr: &out}, p, ""); code != 0 {
+			t.Fatalf("init: %s", out.String())
+		}
+		cfg, err := LoadServiceConfig(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := LoadIdentity(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first, secret = cfg.Cluster.ListenMultiaddress[0]+"/p2p/"+id.ID, cfg.Cluster.Secret
+		} else {
+			rewriteCRDTPeers(t, dir, secret, first)
+		}
+		a, _ := ParseAddr(cfg.API.RestAPI.HTTPListenMultiaddress)
+		apis[i] = "http://" + a.HostPort()
+		dctx, stop := context.WithCancel(ctx)
+		stops[i], errs[i] = stop, make(chan error, 1)
+		go func() {
+			errs[i] <- RunDaemon(dctx, DaemonOptions{Dir: dir, Profile: p, LoadDelay: 50 * time.Millisecond, Log: zap.NewNop()})
+		}()
+	}
+	defer func() {
+		for i := range stops {
+			stops[i]()
+			if err := <-errs[i]; err != nil {
+				t.Errorf("peer %d: %v", i, err)
+			}
+		}
+	}()
+	everyPeerLists := func(want int, peers []int) func() bool {
+		return func() bool {
+			for _, i := range peers {
+				if k := countPeers(ctx, apis[i]); k != want {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
+	if err := poll(ctx, everyPeerLists(n, all)); err != nil {
+		t.Fatalf("not every peer listed all %d peers: %v", n, err)
+	}
+	c := "bafkreic3j4iknv3blrjuuzwbcuxg67oghg2vuhdfj2flj2c6ghdlktqzby"
+	resp, err := http.Post(apis[0]+"/pins/"+c, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if err := poll(ctx, func() bool {
+		for _, api := range apis {
+			if !hasPin(ctx, api, c) {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatalf("pin did not reach every peer: %v", err)
+	}
+	stops[n-1]()
+	if err := <-errs[n-1]; err != nil {
+		t.Fatal(err)
+	}
+	errs[n-1] <- nil // for the deferred wait
+	if err := poll(ctx, everyPeerLists(n-1, all[:n-1])); err != nil {
+		t.Fatalf("a stopped peer stayed listed: %v", err)
+	}
+}
+
+func countPeers(ctx context.Context, api string) int {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, api+"/peers", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	k := 0
+	for {
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			break
+		}
+		k++
+	}
+	return k
+}
+
+func hasPin(ctx context.Context, api, c string) bool {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, api+"/allocations?filter=all", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return bytes.Contains(b, []byte(c))
+}
+
+func rewriteCRDTPeers(t *testing.T, dir, secret, first string) {
+	t.Helper()
+	path := filepath.Join(dir, "service.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["cluster"].(map[string]any)["secret"] = secret
+	m["cluster"].(map[string]any)["peer_addresses"] = []string{first}
+	b, _ = json.Marshal(m)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
