@@ -74,28 +74,26 @@ func asBytes(f *fakeStreamer) [][]byte {
 	return out
 }
 
-// TestPinSetMemoryPerPin keeps the documented cost of deduplication honest: the CID set must stay well under
-// the ~100 bytes per pin a set of CID strings would take.
-func TestPinSetMemoryPerPin(t *testing.T) {
-	const n = 200_000
-	cids := make([]string, n)
-	for i := range cids {
-		cids[i] = syntheticCID(i)
+// TestDedupeMemoryIsFlat keeps the memory of the search for repeated CIDs honest: once past its exact phase it
+// holds a fixed-size filter, so three times more pins must not cost more memory.
+func TestDedupeMemoryIsFlat(t *testing.T) {
+	heapAfter := func(n int) (uint64, int) {
+		var ms runtime.MemStats
+		runtime.GC()
+		d := newCIDDedupe(defaultDedupe)
+		for i := range n {
+			d.add(syntheticCID(i))
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		runtime.KeepAlive(d)
+		return ms.HeapAlloc, len(d.suspects)
 	}
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	set := pinSet{}
-	for _, c := range cids {
-		set.add(c)
-	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	runtime.KeepAlive(set)
-	runtime.KeepAlive(cids)
-	perPin := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / n
-	t.Logf("CID set: %.1f bytes per pin", perPin)
-	if len(set) != n || perPin > 60 {
-		t.Fatalf("%d entries, %.1f bytes per pin; want %d entries and at most 60 bytes", len(set), perPin, n)
+	small, s1 := heapAfter(100_000)
+	large, s2 := heapAfter(300_000)
+	t.Logf("heap with the dedupe of 100,000 CIDs: %.1f MiB; of 300,000: %.1f MiB; suspects %d and %d",
+		float64(small)/(1<<20), float64(large)/(1<<20), s1, s2)
+	if large > small+(1<<20) {
+		t.Fatalf("the dedupe grew by %.1f MiB from 100,000 to 300,000 CIDs, want flat", float64(large-small)/(1<<20))
 	}
 }

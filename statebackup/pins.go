@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -136,65 +135,33 @@ func cidSlow(raw []byte) (string, error) {
 	return cid, nil
 }
 
-// pinSet remembers which CIDs were seen, keyed by the first 16 bytes of their SHA-256 rather than the CID text:
-// 25 to 50 bytes per pin in the map depending on where it is in its growth (TestPinSetMemoryPerPin measures it;
-// a set of CID strings costs over 100), and a collision would need a SHA-256
-// prefix collision, which no one can craft. This set is the only part of an export whose memory grows with the
-// pinset.
-type pinSet map[[16]byte]struct{}
-
-// add records cid and reports whether it was new.
-func (s pinSet) add(cid string) bool {
-	sum := sha256.Sum256([]byte(cid))
-	var key [16]byte
-	copy(key[:], sum[:16])
-	if _, ok := s[key]; ok {
-		return false
-	}
-	s[key] = struct{}{}
-	return true
-}
-
-// countPins counts the distinct pins of an export read from r.
-func countPins(r io.Reader) (int, error) {
-	pr, err := newPinReader(r)
-	if err != nil {
-		return 0, err
-	}
-	seen := pinSet{}
-	for {
-		raw, err := pr.next()
-		if errors.Is(err, io.EOF) {
-			return len(seen), nil
-		}
-		if err != nil {
-			return 0, err
-		}
-		cid, err := cidOf(raw)
-		if err != nil {
-			return 0, fmt.Errorf("pin %d: %w", pr.n, err)
-		}
-		seen.add(cid)
-	}
-}
-
 // CountExport counts the distinct pins of an export file on disk: ndjson as `state export` writes it, a JSON
 // array as 0.14.5's API gives, or either gzip-compressed. A CID that appears twice counts once.
 func CountExport(path string) (int, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, fmt.Errorf("counting pins of %s: %w", path, err)
-	}
-	defer f.Close()
-	r, err := maybeGunzip(f)
-	if err != nil {
-		return 0, fmt.Errorf("counting pins of %s: %w", path, err)
-	}
-	n, err := countPins(r)
+	n, err := countPinsOnce(defaultDedupe, func() (io.ReadCloser, error) { return openExport(path) })
 	if err != nil {
 		return 0, fmt.Errorf("counting pins of %s: %w", path, err)
 	}
 	return n, nil
+}
+
+// openExport opens an export file, decompressing it if it is gzip-compressed.
+func openExport(path string) (io.ReadCloser, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	r, err := maybeGunzip(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return readCloser{Reader: r, Closer: f}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // maybeGunzip decompresses r if it starts with the gzip magic number.

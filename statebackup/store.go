@@ -99,6 +99,8 @@ type Store struct {
 	dir string
 	log *zap.Logger
 	now func() time.Time
+	// dedupe sizes the search for repeated CIDs (dedupe.go); tests shrink it.
+	dedupe dedupeSize
 
 	mu       sync.Mutex
 	reserved map[string]struct{} // IDs being written by this process
@@ -119,7 +121,8 @@ func Open(dir string, log *zap.Logger, opts ...Option) (*Store, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	s := &Store{dir: abs, log: log.Named("statebackup"), now: time.Now, reserved: map[string]struct{}{}}
+	s := &Store{dir: abs, log: log.Named("statebackup"), now: time.Now, dedupe: defaultDedupe,
+		reserved: map[string]struct{}{}}
 	for _, o := range opts {
 		o(s)
 	}

@@ -23,7 +23,7 @@ func (s *Store) Verify(ctx context.Context, id string) (*Manifest, error) {
 	}
 	err = s.readStored(ctx, m, func(r io.Reader) error {
 		if m.Kind.isExport() {
-			return checkExport(m, r, io.Discard)
+			return checkExport(m, s.dedupe, r, io.Discard, s.reopenStored(ctx, m))
 		}
 		return walkArchive(ctx, r, nil)
 	})
