@@ -18,6 +18,7 @@ import (
 func initCmd() *cobra.Command {
 	var (
 		dir, clusterDir, runner, serviceBin, ctlBin, unit string
+		dockerSocket, container                           string
 		listen, bootstrap, trust                          []string
 		force                                             bool
 	)
@@ -46,18 +47,29 @@ func initCmd() *cobra.Command {
 			if unit != "" {
 				cfg.Runner.Unit = unit
 			}
+			if err := dockerFlags(cmd, cfg, dockerSocket, container); err != nil {
+				return err
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
 			if _, err := cluster.LoadServiceConfig(cfg.ClusterConfig); err != nil {
 				return fmt.Errorf("reading the cluster config folder: %w", err)
 			}
+			// The binaries are found before anything is written, so that a
+			// missing one leaves no half-made config folder behind.
+			serviceBin, ctlBin, err = findBinaries(cfg, serviceBin, ctlBin)
+			if err != nil {
+				return err
+			}
 			if err := os.MkdirAll(abs, 0o700); err != nil {
 				return fmt.Errorf("creating config folder: %w", err)
 			}
-			version, err := importBinaries(cmd, cfg, serviceBin, ctlBin)
-			if err != nil {
-				return err
+			version := ""
+			if serviceBin != "" {
+				if version, err = importBinaries(cmd, cfg, serviceBin, ctlBin); err != nil {
+					return err
+				}
 			}
 			key, err := p2p.LoadOrCreateIdentity(cfg.IdentityFile())
 			if err != nil {
@@ -70,6 +82,11 @@ func initCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if version == "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "initialised %s: daemon %s, peer in container %s (its binaries come from its image)\n",
+					abs, id, cfg.Runner.Docker.Container)
+				return nil
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "initialised %s: daemon %s, cluster peer binaries %s\n", abs, id, version)
 			return nil
 		},
@@ -80,21 +97,50 @@ func initCmd() *cobra.Command {
 	f.StringSliceVar(&listen, "listen", nil, "multiaddrs of this daemon (default /ip4/0.0.0.0/tcp/9099)")
 	f.StringSliceVar(&bootstrap, "bootstrap", nil, "other daemons to join, comma-separated full /p2p multiaddrs (none: start a new group)")
 	f.StringSliceVar(&trust, "trust", nil, "peer IDs of operator keys whose announcements are accepted, comma-separated")
-	f.StringVar(&runner, "runner", config.RunnerExec, "how the peer runs: exec (child process) or systemd")
+	f.StringVar(&runner, "runner", config.RunnerExec, "how the peer runs: exec (child process), systemd, or docker (a container beside upgraded's)")
 	f.StringVar(&unit, "unit", "", "systemd unit of the peer (systemd runner; default ipfs-cluster.service)")
-	f.StringVar(&serviceBin, "service-bin", "", "the installed ipfs-cluster-service (default: from $PATH)")
+	f.StringVar(&dockerSocket, "docker-socket", "", "Docker Engine API socket as the daemon sees it (docker runner; default unix:///var/run/docker.sock)")
+	f.StringVar(&container, "container", "", "name of the peer's container (docker runner; default ipfs-cluster)")
+	f.StringVar(&serviceBin, "service-bin", "", "the installed ipfs-cluster-service (default: from $PATH; not needed with the docker runner)")
 	f.StringVar(&ctlBin, "ctl-bin", "", "the installed ipfs-cluster-ctl (default: from $PATH, optional)")
 	f.BoolVar(&force, "force", false, "overwrite an existing configuration")
 	return c
 }
 
-// importBinaries copies the installed cluster binaries into upgraded's own
-// binary store, so that every later switch is a link change inside it.
-func importBinaries(cmd *cobra.Command, cfg *config.Config, serviceBin, ctlBin string) (string, error) {
-	if serviceBin == "" {
+// dockerFlags puts --docker-socket and --container into cfg; they belong to
+// the docker runner only.
+func dockerFlags(cmd *cobra.Command, cfg *config.Config, socket, container string) error {
+	for _, name := range []string{"docker-socket", "container"} {
+		if cmd.Flags().Changed(name) && cfg.Runner.Type != config.RunnerDocker {
+			return fmt.Errorf("--%s is for --runner docker, not %s", name, cfg.Runner.Type)
+		}
+	}
+	if socket != "" {
+		cfg.Runner.Docker.Socket = socket
+	}
+	if container != "" {
+		cfg.Runner.Docker.Container = container
+	}
+	return nil
+}
+
+// findBinaries resolves the installed cluster binaries to import. With the
+// docker runner the peer's binaries live in its image: unless --service-bin
+// names one, none is looked for on this host, since a binary that happens to
+// be in $PATH may be another version than the container's; the daemon keeps
+// the running image's own binaries at the first plan.
+func findBinaries(cfg *config.Config, serviceBin, ctlBin string) (string, string, error) {
+	if cfg.Runner.Type == config.RunnerDocker {
+		if serviceBin == "" && ctlBin != "" {
+			return "", "", errors.New("--ctl-bin needs --service-bin (with the docker runner neither is needed)")
+		}
+		if serviceBin == "" {
+			return "", "", nil
+		}
+	} else if serviceBin == "" {
 		p, err := exec.LookPath("ipfs-cluster-service")
 		if err != nil {
-			return "", errors.New("--service-bin PATH is required: no ipfs-cluster-service in $PATH")
+			return "", "", fmt.Errorf("--service-bin PATH is required with the %s runner: no ipfs-cluster-service in $PATH", cfg.Runner.Type)
 		}
 		serviceBin = p
 	}
@@ -103,6 +149,20 @@ func importBinaries(cmd *cobra.Command, cfg *config.Config, serviceBin, ctlBin s
 			ctlBin = p
 		}
 	}
+	for flag, p := range map[string]string{"--service-bin": serviceBin, "--ctl-bin": ctlBin} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err != nil {
+			return "", "", fmt.Errorf("%s: %w", flag, err)
+		}
+	}
+	return serviceBin, ctlBin, nil
+}
+
+// importBinaries copies the installed cluster binaries into upgraded's own
+// binary store, so that every later switch is a link change inside it.
+func importBinaries(cmd *cobra.Command, cfg *config.Config, serviceBin, ctlBin string) (string, error) {
 	version, err := cluster.Binary{Path: serviceBin}.Version(cmd.Context())
 	if err != nil {
 		return "", fmt.Errorf("asking %s its version: %w", serviceBin, err)
