@@ -12,10 +12,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// Join asks the cluster to add this node as a voter, through any member
+// Join asks the cluster to add this node, through any member
 // reachable at one of addrs (full /p2p multiaddrs; members forward to the
-// leader). It retries with backoff until it succeeds or ctx ends, and does
-// nothing when this node is already a member (e.g. restarted from its Dir).
+// leader). The leader makes it a voter while the group has fewer voters than
+// it wants, a non-voter otherwise. Join retries with backoff until it
+// succeeds or ctx ends, and does nothing when this node is already a member
+// (e.g. restarted from its Dir, whatever its suffrage).
 func (r *Raft) Join(ctx context.Context, addrs []string) error {
 	if len(addrs) == 0 {
 		return errors.New("joining raft cluster: no member addresses given")
@@ -97,8 +99,8 @@ func (r *Raft) askToJoin(ctx context.Context, id peer.ID, addr string, req joinR
 	return nil
 }
 
-// handleJoin adds the requester as a voter on the leader, or forwards the
-// request once to the leader.
+// handleJoin adds the requester on the leader, or forwards the request once
+// to the leader.
 func (r *Raft) handleJoin(from peer.ID, req joinRequest) response {
 	id, err := peer.Decode(req.ID)
 	if err != nil {
@@ -107,7 +109,7 @@ func (r *Raft) handleJoin(from peer.ID, req joinRequest) response {
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.RequestTimeout)
 	defer cancel()
 	if r.IsLeader() {
-		return r.addVoter(ctx, from, id, req.Addrs)
+		return r.addMember(ctx, from, id, req.Addrs)
 	}
 	leader, ok := r.Leader()
 	switch {
@@ -124,7 +126,7 @@ func (r *Raft) handleJoin(from peer.ID, req joinRequest) response {
 	return resp
 }
 
-func (r *Raft) addVoter(ctx context.Context, from, id peer.ID, addrs []string) response {
+func (r *Raft) addMember(ctx context.Context, from, id peer.ID, addrs []string) response {
 	// Make sure the leader can reach the newcomer even when it was introduced
 	// by another member.
 	if len(addrs) > 0 {
@@ -137,13 +139,35 @@ func (r *Raft) addVoter(ctx context.Context, from, id peer.ID, addrs []string) r
 		}
 	}
 	sid := raft.ServerID(id.String())
-	f := r.R.AddVoter(sid, raft.ServerAddress(sid), 0, r.cfg.RequestTimeout)
-	if err := f.Error(); err != nil {
+	servers, index, err := r.servers()
+	if err != nil {
+		return response{Code: codeRaft, Error: err.Error()}
+	}
+	voters, healthy := 0, 1 // the newcomer, which just reached us
+	for _, s := range servers {
+		if s.id == sid {
+			return response{} // already a member: keep its suffrage
+		}
+		if s.voter {
+			voters++
+		}
+		if s.healthy {
+			healthy++
+		}
+	}
+	target := voterTarget(r.cfg.MaxVoters, healthy)
+	add, as := r.R.AddNonvoter, "non-voter"
+	if voters < target {
+		add, as = r.R.AddVoter, "voter"
+	}
+	if err := add(sid, raft.ServerAddress(sid), index, r.cfg.RequestTimeout).Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
 			return response{Code: codeNotLeader, Error: err.Error()}
 		}
-		return response{Code: codeRaft, Error: fmt.Sprintf("adding %s as a voter: %v", id, err)}
+		return response{Code: codeRaft, Error: fmt.Sprintf("adding %s as a %s: %v", id, as, err)}
 	}
-	r.log.Info("daemon joined the raft cluster", zap.Stringer("peer", id), zap.Stringer("via", from))
+	r.log.Info("daemon joined the raft group as a "+as, zap.Stringer("peer", id), zap.Stringer("via", from),
+		zap.Int("voters_before", voters), zap.Int("voters_wanted", target))
+	r.kick()
 	return response{}
 }

@@ -9,9 +9,14 @@
 // Server IDs and server addresses are both peer ID strings.
 //
 // Two small request/response protocols sit beside raft's own: join (a new
-// daemon asks any member to add it as a voter; members forward to the leader)
-// and apply (a follower hands a command to the leader). Both serve only peers
-// of the private network, which is true by construction of the swarm.
+// daemon asks any member to add it; members forward to the leader) and apply
+// (a follower hands a command to the leader). Both serve only peers of the
+// private network, which is true by construction of the swarm.
+//
+// The group keeps MaxVoters voters at most (3 or 5) and makes every other
+// daemon a non-voter, which receives the log but does not vote, so that large
+// clusters agree as fast as small ones; the leader replaces a voter that stops
+// answering (voters.go).
 package raftnet
 
 import (
@@ -21,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -53,7 +59,23 @@ type Config struct {
 	// RequestTimeout bounds how long a leader works on one join or forwarded
 	// apply request. Default 10s.
 	RequestTimeout time.Duration
+
+	// MaxVoters caps how many members vote: an odd number, 5 by default (3
+	// is the other sensible value). The group wants the largest odd number
+	// of voters not above MaxVoters nor the count of healthy members; the
+	// other members are non-voters.
+	MaxVoters int
+	// VoterFailureTimeout is how long a voter may leave the leader's
+	// heartbeats unanswered before a healthy non-voter takes its place (the
+	// silent one becomes a non-voter). Default 15s; at least HeartbeatTimeout.
+	VoterFailureTimeout time.Duration
 }
+
+// Defaults of the voter policy.
+const (
+	DefaultMaxVoters           = 5
+	DefaultVoterFailureTimeout = 15 * time.Second
+)
 
 // Errors callers branch on.
 var (
@@ -78,6 +100,14 @@ type Raft struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// health is what the leader sees of the other members, fed by observer.
+	health    *health
+	observer  *raft.Observer
+	watchDone chan struct{} // closed after raft stopped: ends watch
+	kickCh    chan struct{} // asks the reconcile loop for a pass now
+	passes    atomic.Int64  // reconcile loop passes, for tests
+	wg        sync.WaitGroup
+
 	once    sync.Once
 	stopErr error
 }
@@ -99,6 +129,12 @@ func (c *Config) setDefaults() {
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 10 * time.Second
 	}
+	if c.MaxVoters == 0 {
+		c.MaxVoters = DefaultMaxVoters
+	}
+	if c.VoterFailureTimeout == 0 {
+		c.VoterFailureTimeout = DefaultVoterFailureTimeout
+	}
 }
 
 func (c *Config) validate() error {
@@ -111,6 +147,10 @@ func (c *Config) validate() error {
 		return errors.New("FSM is required")
 	case c.Logger == nil:
 		return errors.New("logger is required")
+	case c.MaxVoters < 1 || c.MaxVoters%2 == 0:
+		return fmt.Errorf("max voters %d: want an odd number of at least 1 (3 or 5), so that a majority is never a tie", c.MaxVoters)
+	case c.VoterFailureTimeout < c.HeartbeatTimeout:
+		return fmt.Errorf("voter failure timeout %v: want at least the heartbeat timeout (%v)", c.VoterFailureTimeout, c.HeartbeatTimeout)
 	}
 	return nil
 }
@@ -155,11 +195,44 @@ func Start(ctx context.Context, cfg Config) (*Raft, error) {
 		return nil, err
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.startVoterPolicy()
 	h := cfg.Node.Host
 	h.SetStreamHandler(joinProtocol, func(s network.Stream) { serve(s, cfg.RequestTimeout+time.Second, r.handleJoin) })
 	h.SetStreamHandler(applyProtocol, func(s network.Stream) { serve(s, cfg.RequestTimeout+time.Second, r.handleApply) })
-	log.Info("raft started", zap.String("folder", cfg.Dir))
+	log.Info("raft started", zap.String("folder", cfg.Dir), zap.Int("max_voters", cfg.MaxVoters),
+		zap.Duration("voter_failure_timeout", cfg.VoterFailureTimeout))
 	return r, nil
+}
+
+// startVoterPolicy feeds raft's heartbeat observations to r.health and starts
+// the reconcile loop. The observer blocks raft until watch took the
+// observation, so that no "resumed" is ever lost; watch therefore runs until
+// raft has stopped (Shutdown).
+func (r *Raft) startVoterPolicy() {
+	r.health = newHealth(time.Now)
+	r.kickCh = make(chan struct{}, 1)
+	r.watchDone = make(chan struct{})
+	ch := make(chan raft.Observation, 64)
+	r.observer = raft.NewObserver(ch, true, relevant)
+	r.R.RegisterObserver(r.observer)
+	r.wg.Add(2)
+	go r.watch(ch)
+	go r.reconcileLoop()
+}
+
+func (r *Raft) watch(ch <-chan raft.Observation) {
+	defer r.wg.Done()
+	for {
+		select {
+		case o := <-ch:
+			r.health.observe(o.Data)
+			if o.Data == raft.Leader {
+				r.kick()
+			}
+		case <-r.watchDone:
+			return
+		}
+	}
 }
 
 // open builds the stores, the transport and the raft instance.
@@ -236,7 +309,8 @@ func (r *Raft) Leader() (peer.ID, bool) {
 // IsLeader reports whether this node is the leader.
 func (r *Raft) IsLeader() bool { return r.R.State() == raft.Leader }
 
-// Members lists the servers of the current configuration.
+// Members lists the servers of the current configuration, voters and
+// non-voters alike: every daemon of the cluster. Membership tells them apart.
 func (r *Raft) Members() ([]peer.ID, error) {
 	f := r.R.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -280,6 +354,9 @@ func (r *Raft) Shutdown() error {
 		h.RemoveStreamHandler(applyProtocol)
 		r.cancel()
 		err := r.R.Shutdown().Error()
+		r.R.DeregisterObserver(r.observer)
+		close(r.watchDone)
+		r.wg.Wait()
 		terr := r.trans.Close()
 		serr := r.store.Close()
 		if err := errors.Join(err, terr, serr); err != nil {

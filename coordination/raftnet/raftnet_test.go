@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p/core/network"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/upgraded/upgraded/coordination/p2p"
@@ -25,6 +26,8 @@ import (
 type listFSM struct {
 	mu   sync.Mutex
 	cmds []string
+	// applied, when set, hears every accepted command (benchmarks).
+	applied func(cmd string)
 }
 
 func (f *listFSM) Apply(l *raft.Log) any {
@@ -34,6 +37,9 @@ func (f *listFSM) Apply(l *raft.Log) any {
 		return fmt.Errorf("refusing %q", l.Data)
 	}
 	f.cmds = append(f.cmds, string(l.Data))
+	if f.applied != nil {
+		f.applied(string(l.Data))
+	}
 	return map[string]int{"count": len(f.cmds)}
 }
 
@@ -54,6 +60,12 @@ func (f *listFSM) Restore(rc io.ReadCloser) error {
 	f.cmds = cmds
 	f.mu.Unlock()
 	return nil
+}
+
+func (f *listFSM) setApplied(fn func(cmd string)) {
+	f.mu.Lock()
+	f.applied = fn
+	f.mu.Unlock()
 }
 
 func (f *listFSM) has(cmds ...string) bool {
@@ -78,7 +90,7 @@ func (s snap) Persist(sink raft.SnapshotSink) error {
 }
 func (s snap) Release() {}
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -97,7 +109,7 @@ type member struct {
 	fsm  *listFSM
 }
 
-func (m *member) stop(t *testing.T) {
+func (m *member) stop(t testing.TB) {
 	t.Helper()
 	if err := m.raft.Shutdown(); err != nil {
 		t.Errorf("raft shutdown: %v", err)
@@ -121,9 +133,15 @@ func (m *member) addrs() []string {
 func secret(b byte) []byte { return bytes.Repeat([]byte{b}, p2p.SecretSize) }
 
 // start runs a member from dir (identity and raft state live there).
-func start(t *testing.T, dir string, sec []byte, bootstrap bool, peers []string) *member {
+func start(t testing.TB, dir string, sec []byte, bootstrap bool, peers []string) *member {
 	t.Helper()
-	log := zaptest.NewLogger(t)
+	return startWith(t, dir, sec, bootstrap, peers, zaptest.NewLogger(t), nil)
+}
+
+// startWith is start with a given logger and a chance to change the raft
+// configuration (tune may be nil).
+func startWith(t testing.TB, dir string, sec []byte, bootstrap bool, peers []string, log *zap.Logger, tune func(*Config)) *member {
+	t.Helper()
 	ctx := context.Background()
 	n, err := p2p.New(ctx, p2p.Config{
 		IdentityFile: filepath.Join(dir, "identity.key"), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
@@ -134,12 +152,16 @@ func start(t *testing.T, dir string, sec []byte, bootstrap bool, peers []string)
 		t.Fatal(err)
 	}
 	fsm := &listFSM{}
-	r, err := Start(ctx, Config{
+	cfg := Config{
 		Dir: filepath.Join(dir, "raft"), Node: n, FSM: fsm, Logger: log, Bootstrap: bootstrap,
 		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
 		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 10 * time.Millisecond,
 		RequestTimeout: 3 * time.Second,
-	})
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	r, err := Start(ctx, cfg)
 	if err != nil {
 		n.Close()
 		t.Fatal(err)
@@ -173,8 +195,7 @@ func cluster(t *testing.T) []*member {
 	}
 	for _, m := range ms {
 		eventually(t, 10*time.Second, "all members see three voters", func() bool {
-			ids, err := m.raft.Members()
-			return err == nil && len(ids) == 3
+			return voterCount(m) == 3
 		})
 	}
 	// The joiners only knew the first member; they learn each other through
@@ -187,7 +208,22 @@ func cluster(t *testing.T) []*member {
 	return ms
 }
 
-func apply(t *testing.T, m *member, cmd string) json.RawMessage {
+// voterCount is how many voters m's copy of the configuration has, -1 on error.
+func voterCount(m *member) int {
+	ms, err := m.raft.Membership()
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, x := range ms {
+		if x.Voter {
+			n++
+		}
+	}
+	return n
+}
+
+func apply(t testing.TB, m *member, cmd string) json.RawMessage {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -218,7 +254,7 @@ func applyAfterFailover(t *testing.T, ms []*member, cmd string) {
 	}
 }
 
-func leaderOf(t *testing.T, ms []*member) *member {
+func leaderOf(t testing.TB, ms []*member) *member {
 	t.Helper()
 	var leader *member
 	eventually(t, 10*time.Second, "a leader that all agree on", func() bool {

@@ -46,6 +46,7 @@ type Config struct {
 
 	Timeouts Timeouts
 	Backups  Backups
+	Raft     Raft
 	// AnnouncementTTL is how long an announcement stays valid after signing.
 	AnnouncementTTL time.Duration
 	// StopPeerOnExit stops the cluster peer when the daemon exits (exec runner).
@@ -86,6 +87,18 @@ type Backups struct {
 	Keep int
 }
 
+// Raft shapes the daemons' raft group: a few voters, every other daemon a
+// non-voter that receives the log without voting, so that agreement stays as
+// fast in a large cluster as in a small one.
+type Raft struct {
+	// MaxVoters caps the voters: an odd number, 5 by default (3 is the other
+	// sensible value). The leader reads its own value.
+	MaxVoters int
+	// VoterFailureTimeout is how long a voter may leave the leader unanswered
+	// before a healthy non-voter replaces it.
+	VoterFailureTimeout time.Duration
+}
+
 // Timeouts bound each phase of a plan.
 type Timeouts struct {
 	Prepare  time.Duration
@@ -106,6 +119,7 @@ func Default(dir string) *Config {
 		Timeouts: Timeouts{Prepare: 10 * time.Minute, Switch: 5 * time.Minute, Rollback: 5 * time.Minute,
 			Barrier: 300 * time.Millisecond, Verify: 2 * time.Minute},
 		Backups:         Backups{Interval: 0, Keep: 10},
+		Raft:            Raft{MaxVoters: 5, VoterFailureTimeout: 15 * time.Second},
 		AnnouncementTTL: time.Hour,
 		Approvals:       1,
 		ProposalTTL:     24 * time.Hour,
@@ -176,6 +190,12 @@ func (c *Config) Validate() error {
 	if c.Backups.Keep < 1 {
 		errs = append(errs, fmt.Errorf("backups.keep %d: at least the newest backup must be kept", c.Backups.Keep))
 	}
+	if c.Raft.MaxVoters < 1 || c.Raft.MaxVoters%2 == 0 {
+		errs = append(errs, fmt.Errorf("raft.max_voters %d: want an odd number of at least 1 (3 or 5), so that a majority is never a tie", c.Raft.MaxVoters))
+	}
+	if c.Raft.VoterFailureTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("raft.voter_failure_timeout %v: want at least 1s, the raft heartbeat timeout", c.Raft.VoterFailureTimeout))
+	}
 	for _, w := range c.Windows {
 		if _, err := plan.ParseWindow(w); err != nil {
 			errs = append(errs, fmt.Errorf("maintenance_windows: %w", err))
@@ -216,6 +236,7 @@ type jsonConfig struct {
 	Runner          jsonRunner   `json:"runner"`
 	Timeouts        jsonTimeouts `json:"timeouts"`
 	Backups         jsonBackups  `json:"backups"`
+	Raft            jsonRaft     `json:"raft"`
 	AnnouncementTTL string       `json:"announcement_ttl"`
 	StopPeerOnExit  bool         `json:"stop_peer_on_exit"`
 	LogFormat       string       `json:"log_format"`
@@ -241,6 +262,11 @@ type jsonBackups struct {
 	Keep     int    `json:"keep"`
 }
 
+type jsonRaft struct {
+	MaxVoters           int    `json:"max_voters"`
+	VoterFailureTimeout string `json:"voter_failure_timeout"`
+}
+
 type jsonTimeouts struct {
 	Prepare  string `json:"prepare"`
 	Switch   string `json:"switch"`
@@ -256,6 +282,7 @@ func (c *Config) ToJSON() ([]byte, error) {
 		Timeouts: jsonTimeouts{Prepare: c.Timeouts.Prepare.String(), Switch: c.Timeouts.Switch.String(),
 			Rollback: c.Timeouts.Rollback.String(), Barrier: c.Timeouts.Barrier.String(), Verify: c.Timeouts.Verify.String()},
 		Backups:   jsonBackups{Interval: c.Backups.Interval.String(), Keep: c.Backups.Keep},
+		Raft:      jsonRaft{MaxVoters: c.Raft.MaxVoters, VoterFailureTimeout: c.Raft.VoterFailureTimeout.String()},
 		Approvals: c.Approvals, ProposalTTL: c.ProposalTTL.String(),
 		AnnouncementTTL: c.AnnouncementTTL.String(), MetricsAddress: c.MetricsAddress, Windows: nonNil(c.Windows), StopPeerOnExit: c.StopPeerOnExit, LogFormat: c.LogFormat}
 	if c.Runner.Type == RunnerDocker {
@@ -309,6 +336,9 @@ func (c *Config) LoadJSON(b []byte) error {
 	if j.Backups.Keep != 0 {
 		c.Backups.Keep = j.Backups.Keep
 	}
+	if j.Raft.MaxVoters != 0 {
+		c.Raft.MaxVoters = j.Raft.MaxVoters
+	}
 	for _, d := range []struct {
 		name string
 		in   string
@@ -323,6 +353,7 @@ func (c *Config) LoadJSON(b []byte) error {
 		{"announcement_ttl", j.AnnouncementTTL, &c.AnnouncementTTL},
 		{"proposal_ttl", j.ProposalTTL, &c.ProposalTTL},
 		{"backups.interval", j.Backups.Interval, &c.Backups.Interval},
+		{"raft.voter_failure_timeout", j.Raft.VoterFailureTimeout, &c.Raft.VoterFailureTimeout},
 	} {
 		if d.in == "" {
 			continue

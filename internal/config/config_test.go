@@ -15,6 +15,7 @@ func TestRoundTrip(t *testing.T) {
 	c.Timeouts.Verify = 42 * time.Second
 	c.Runner = Runner{Type: RunnerSystemd, Unit: "ipfs-cluster.service", StopTimeout: 7 * time.Second}
 	c.Backups = Backups{Interval: 6 * time.Hour, Keep: 4}
+	c.Raft = Raft{MaxVoters: 3, VoterFailureTimeout: 40 * time.Second}
 	if err := c.Save(); err != nil {
 		t.Fatal(err)
 	}
@@ -32,6 +33,25 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if got.Backups != c.Backups {
 		t.Fatalf("backups section: got %+v, want %+v", got.Backups, c.Backups)
+	}
+	if got.Raft != c.Raft || !strings.Contains(string(a), `"voter_failure_timeout": "40s"`) {
+		t.Fatalf("raft section: got %+v, want %+v, in %s", got.Raft, c.Raft, a)
+	}
+}
+
+// TestRaftDefaultsWhenAbsent: an upgraded.json from before the raft section
+// loads with 5 voters at most and a 15s voter failure timeout.
+func TestRaftDefaultsWhenAbsent(t *testing.T) {
+	c := Default("/x")
+	if err := c.LoadJSON([]byte(`{"cluster_config":"/c"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if c.Raft.MaxVoters != 5 || c.Raft.VoterFailureTimeout != 15*time.Second || c.Validate() != nil {
+		t.Fatalf("raft = %+v (%v), want 5 voters at most and 15s", c.Raft, c.Validate())
+	}
+	if err := c.LoadJSON([]byte(`{"cluster_config":"/c","raft":{"voter_failure_timeout":"soon"}}`)); err == nil ||
+		!strings.Contains(err.Error(), "raft.voter_failure_timeout") {
+		t.Fatalf("want a raft.voter_failure_timeout error, got %v", err)
 	}
 }
 
@@ -53,14 +73,17 @@ func TestBackupsDefaultWhenAbsent(t *testing.T) {
 
 func TestValidateSaysWhatIsWrong(t *testing.T) {
 	cases := map[string]func(c *Config){
-		"cluster_config":      func(c *Config) { c.ClusterConfig = "" },
-		"listen_multiaddress": func(c *Config) { c.Listen = []string{"not-an-addr"} },
-		"runner.type":         func(c *Config) { c.Runner.Type = "kubernetes" },
-		"timeouts.barrier":    func(c *Config) { c.Timeouts.Barrier = -time.Second },
-		"verify":              func(c *Config) { c.Timeouts.Verify = 0 },
-		"log_format":          func(c *Config) { c.LogFormat = "xml" },
-		"backups.interval":    func(c *Config) { c.Backups.Interval = -time.Minute },
-		"backups.keep":        func(c *Config) { c.Backups.Keep = 0 },
+		"cluster_config":             func(c *Config) { c.ClusterConfig = "" },
+		"listen_multiaddress":        func(c *Config) { c.Listen = []string{"not-an-addr"} },
+		"runner.type":                func(c *Config) { c.Runner.Type = "kubernetes" },
+		"timeouts.barrier":           func(c *Config) { c.Timeouts.Barrier = -time.Second },
+		"verify":                     func(c *Config) { c.Timeouts.Verify = 0 },
+		"log_format":                 func(c *Config) { c.LogFormat = "xml" },
+		"backups.interval":           func(c *Config) { c.Backups.Interval = -time.Minute },
+		"backups.keep":               func(c *Config) { c.Backups.Keep = 0 },
+		"raft.max_voters 4":          func(c *Config) { c.Raft.MaxVoters = 4 },
+		"raft.max_voters 0":          func(c *Config) { c.Raft.MaxVoters = 0 },
+		"raft.voter_failure_timeout": func(c *Config) { c.Raft.VoterFailureTimeout = 100 * time.Millisecond },
 	}
 	for want, mutate := range cases {
 		c := Default(t.TempDir())
