@@ -24,6 +24,7 @@ type Status struct {
 	Self     Self                  `json:"self"`
 	Leader   string                `json:"leader"`
 	Members  []string              `json:"members"`
+	Voters   []string              `json:"voters,omitempty"` // the members that vote in the raft group
 	Hosts    map[string]*plan.Host `json:"hosts"`
 	Plan     *plan.Plan            `json:"plan,omitempty"` // the current plan, or the last one
 	Rejected map[string]string     `json:"rejected,omitempty"`

@@ -16,6 +16,7 @@ import (
 type Report struct {
 	Leader    string       `json:"leader"`
 	Daemons   int          `json:"daemons"`
+	Voters    []string     `json:"voters,omitempty"` // the daemons that vote in the raft group; the others receive its log
 	Plan      *PlanSummary `json:"plan"`
 	Phase     string       `json:"phase"`
 	Peers     []PeerReport `json:"peers"`
@@ -71,7 +72,7 @@ type PeerReport struct {
 
 // MakeReport summarises a daemon's status.
 func MakeReport(s *Status, now time.Time) Report {
-	r := Report{Leader: s.Leader, Daemons: len(s.Members), Phase: "idle", Generated: now.UTC(), Peers: []PeerReport{}}
+	r := Report{Leader: s.Leader, Daemons: len(s.Members), Voters: s.Voters, Phase: "idle", Generated: now.UTC(), Peers: []PeerReport{}}
 	ids := make([]string, 0, len(s.Hosts))
 	for id := range s.Hosts {
 		ids = append(ids, id)
@@ -117,10 +118,19 @@ func MakeReport(s *Status, now time.Time) Report {
 	return r
 }
 
+// daemonCount says how many daemons there are and, when not all of them, how
+// many vote in the raft group.
+func daemonCount(r Report) string {
+	if len(r.Voters) == 0 || len(r.Voters) == r.Daemons {
+		return fmt.Sprintf("%d daemons", r.Daemons)
+	}
+	return fmt.Sprintf("%d daemons (%d voting)", r.Daemons, len(r.Voters))
+}
+
 // RenderTable writes the report for a person.
 func RenderTable(w io.Writer, r Report) {
 	if r.Plan == nil {
-		fmt.Fprintf(w, "no plan yet; %d daemons, leader %s\n", r.Daemons, plan.ShortID(r.Leader))
+		fmt.Fprintf(w, "no plan yet; %s, leader %s\n", daemonCount(r), plan.ShortID(r.Leader))
 	} else {
 		p := r.Plan
 		fmt.Fprintf(w, "plan %s: %s upgrade to %s, %s", p.ID, p.Procedure, p.Version, p.Phase)
@@ -131,7 +141,7 @@ func RenderTable(w io.Writer, r Report) {
 		if p.Reason != "" {
 			fmt.Fprintf(w, "  %s\n", p.Reason)
 		}
-		fmt.Fprintf(w, "  signed by %s; %d daemons, leader %s\n", plan.ShortID(p.Signer), r.Daemons, plan.ShortID(r.Leader))
+		fmt.Fprintf(w, "  signed by %s; %s, leader %s\n", plan.ShortID(p.Signer), daemonCount(r), plan.ShortID(r.Leader))
 		if p.Control != "" {
 			fmt.Fprintf(w, "  %s\n", p.Control)
 		}
@@ -225,7 +235,7 @@ const stations = 6
 // its error as soon as there is one.
 func RenderWatch(w io.Writer, r Report, now time.Time) {
 	if r.Plan == nil {
-		fmt.Fprintf(w, "no plan yet; %d daemons, leader %s\n", r.Daemons, plan.ShortID(r.Leader))
+		fmt.Fprintf(w, "no plan yet; %s, leader %s\n", daemonCount(r), plan.ShortID(r.Leader))
 		return
 	}
 	p := r.Plan

@@ -49,3 +49,25 @@ func TestReportCarriesWhatTheContractPromises(t *testing.T) {
 		}
 	}
 }
+
+// TestReportShowsVoters: with more daemons than voters, status says how many
+// vote; when all do (small clusters) it says nothing more.
+func TestReportShowsVoters(t *testing.T) {
+	st := &Status{Leader: "a", Members: []string{"a", "b", "c", "d"}, Voters: []string{"a", "b", "c"}}
+	r := MakeReport(st, time.Now())
+	var out bytes.Buffer
+	RenderTable(&out, r)
+	if !strings.Contains(out.String(), "4 daemons (3 voting)") {
+		t.Fatalf("table does not say how many vote:\n%s", out.String())
+	}
+	b, _ := json.Marshal(r)
+	if !strings.Contains(string(b), `"voters":["a","b","c"]`) {
+		t.Fatalf("status --json lacks the voters: %s", b)
+	}
+	st.Voters = st.Members
+	out.Reset()
+	RenderTable(&out, MakeReport(st, time.Now()))
+	if !strings.Contains(out.String(), "no plan yet; 4 daemons, leader") {
+		t.Fatalf("all voting: want the plain count:\n%s", out.String())
+	}
+}

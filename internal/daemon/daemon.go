@@ -302,9 +302,12 @@ func (d *Daemon) Status() control.Status {
 	if l, ok := d.raft.Leader(); ok {
 		s.Leader = l.String()
 	}
-	if ms, err := d.raft.Members(); err == nil {
+	if ms, err := d.raft.Membership(); err == nil {
 		for _, m := range ms {
-			s.Members = append(s.Members, m.String())
+			s.Members = append(s.Members, m.ID.String())
+			if m.Voter {
+				s.Voters = append(s.Voters, m.ID.String())
+			}
 		}
 	}
 	if p := st.CurrentPlan(); p != nil {

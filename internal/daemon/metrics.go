@@ -25,6 +25,20 @@ func (m metricsSource) Members() int {
 	return len(ms)
 }
 
+func (m metricsSource) Voters() int {
+	ms, err := m.d.raft.Membership()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, x := range ms {
+		if x.Voter {
+			n++
+		}
+	}
+	return n
+}
+
 func (m metricsSource) Backups() ([]*statebackup.Manifest, error) {
 	store, err := statebackup.Open(m.d.cfg.BackupDir(), m.d.log)
 	if err != nil {

@@ -29,6 +29,8 @@ type Source interface {
 	State() *plan.State
 	Leader() string
 	Members() int
+	// Voters is how many members vote in the raft group.
+	Voters() int
 	Backups() ([]*statebackup.Manifest, error)
 }
 
@@ -94,6 +96,7 @@ var (
 	descLastOK  = prometheus.NewDesc("upgraded_last_successful_upgrade_timestamp_seconds", "When the last plan that verified every host ended.", nil, nil)
 	descLeader  = prometheus.NewDesc("upgraded_raft_has_leader", "1 when the daemons' raft group has a leader.", nil, nil)
 	descMembers = prometheus.NewDesc("upgraded_daemons", "Daemons in the raft group.", nil, nil)
+	descVoters  = prometheus.NewDesc("upgraded_raft_voters", "Daemons that vote in the raft group; the others receive its log without voting.", nil, nil)
 )
 
 // collector reads the plan state at scrape time, so what Prometheus sees is
@@ -101,7 +104,7 @@ var (
 type collector struct{ m *Metrics }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPhase, descStep, descInStep, descBackups, descBytes, descLastOK, descLeader, descMembers} {
+	for _, d := range []*prometheus.Desc{descPhase, descStep, descInStep, descBackups, descBytes, descLastOK, descLeader, descMembers, descVoters} {
 		ch <- d
 	}
 }
@@ -146,6 +149,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, leader)
 	ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(c.m.src.Members()))
+	ch <- prometheus.MustNewConstMetric(descVoters, prometheus.GaugeValue, float64(c.m.src.Voters()))
 }
 
 // Server serves /metrics and /healthz.

@@ -23,6 +23,7 @@ type fakeSource struct {
 func (f *fakeSource) State() *plan.State { return f.st.Clone() }
 func (f *fakeSource) Leader() string     { return f.leader }
 func (f *fakeSource) Members() int       { return 3 }
+func (f *fakeSource) Voters() int        { return 2 }
 func (f *fakeSource) Backups() ([]*statebackup.Manifest, error) {
 	return []*statebackup.Manifest{{Kind: statebackup.KindLiveExport, Size: 100}, {Kind: statebackup.KindLiveExport, Size: 50}}, nil
 }
@@ -72,6 +73,9 @@ func TestScrapeParsesWithThePrometheusParser(t *testing.T) {
 	}
 	if b := fams["upgraded_backup_bytes"].GetMetric()[0].GetGauge().GetValue(); b != 150 {
 		t.Errorf("backup bytes %v", b)
+	}
+	if fams["upgraded_raft_voters"] == nil || fams["upgraded_raft_voters"].GetMetric()[0].GetGauge().GetValue() != 2 {
+		t.Errorf("upgraded_raft_voters: %v, want 2", fams["upgraded_raft_voters"])
 	}
 	// healthz: 200 with a leader, 503 without.
 	for leader, want := range map[string]int{"A": 200, "": 503} {
