@@ -45,6 +45,8 @@ type HostInventory struct {
 	Folders   []FolderInfo `json:"folders,omitempty"`
 	// At is when the inventory was taken: the time of the live pinset.
 	At time.Time `json:"at"`
+	// LastRecovery is the newest recovery journaled on the host: a recovery interrupted before it is not resumed.
+	LastRecovery string `json:"last_recovery,omitempty"`
 }
 
 // SourceKind says which kind of copy a recovery rebuilds from.

@@ -53,7 +53,8 @@ type Daemon struct {
 	metrics    *metrics.Metrics
 	metricsSrv *metrics.Server // nil unless metrics_address is set
 
-	backupMu sync.Mutex // one backup, restore or prune at a time (backups.go)
+	backupMu  sync.Mutex // one backup, restore or prune at a time (backups.go)
+	recoverMu sync.Mutex // one recovery carried out at a time (recover.go, recover_resume.go)
 }
 
 // New builds every component; nothing runs until Run.
@@ -186,7 +187,7 @@ func (d *Daemon) buildHost() error {
 	}
 	d.agent, err = agent.New(agent.Config{HostID: d.node.ID().String(), ClusterDir: d.cfg.ClusterConfig, Runner: d.runner,
 		API: d.api, Bins: bins, Backups: backups, Journal: journal, StagingDir: d.cfg.StagingDir(), Reporter: d.coord,
-		Plans: d.fsm, Log: d.log, VerifyTimeout: d.cfg.Timeouts.Verify, Images: images})
+		Plans: d.fsm, Log: d.log, VerifyTimeout: d.cfg.Timeouts.Verify, Images: images, HoldPeer: d.holdPeer(journal)})
 	if err != nil {
 		return err
 	}
@@ -242,6 +243,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.resumeRecovery(ctx)
+	}()
 	go func() {
 		if err := d.control.Serve(); err != nil {
 			errs <- err

@@ -219,6 +219,10 @@ func (d *Daemon) Recover(ctx context.Context, req control.RecoverRequest) (*cont
 	if p := d.runningPlan(); p != "" {
 		return nil, fmt.Errorf("plan %s is running; recover after it ends", p)
 	}
+	if !d.recoverMu.TryLock() {
+		return nil, errRecoveryRunning
+	}
+	defer d.recoverMu.Unlock()
 	rep := &control.RecoverReport{Inventories: d.inventories(ctx), DryRun: req.DryRun}
 	choice, err := d.choose(req, rep.Inventories)
 	rep.Choice = &choice
@@ -237,11 +241,15 @@ func (d *Daemon) Recover(ctx context.Context, req control.RecoverRequest) (*cont
 		return rep, nil
 	}
 	// From here the recovery runs to its end even if the operator's command goes away: a host half way through
-	// must not be left stopped.
-	rep.ID = "recover-" + time.Now().UTC().Format("20060102T150405Z")
+	// must not be left stopped. Its record lets this daemon resume it if it dies first (recover_resume.go).
+	rep.ID = "recover-" + time.Now().UTC().Format("20060102T150405.000Z")
 	d.log.Info("recovery starting", zap.String("recovery", rep.ID), zap.String("source", choice.Source.String()),
 		zap.String("reason", choice.Reason))
-	err = d.carryOut(context.WithoutCancel(ctx), rep)
+	rec := &recoveryRecord{Report: rep, Expected: rep.Plan.Expected}
+	if err := d.saveRecovery(rec); err != nil {
+		return rep, fmt.Errorf("nothing was changed: %w", err)
+	}
+	err = d.carryOut(context.WithoutCancel(ctx), rec)
 	if err != nil {
 		d.log.Error("recovery failed", zap.String("recovery", rep.ID), zap.Error(err))
 		return rep, err
@@ -276,12 +284,29 @@ func sameSource(a, b statebackup.Source) bool {
 	return a.Host == b.Host && a.Kind == b.Kind && a.Backup == b.Backup && a.File == b.File
 }
 
-// carryOut runs the plan's steps in order and stops at the first that fails; each result is recorded.
-func (d *Daemon) carryOut(ctx context.Context, rep *control.RecoverReport) error {
-	p := rep.Plan
-	expected, addr := p.Expected, ""
-	for _, st := range p.Steps {
-		args := stepArgs{Recovery: rep.ID, Source: p.Choice.Source, Addr: addr, Pins: expected}
+// carryOut runs the plan's steps in order from rec.Next and stops at the first that fails; each result is
+// recorded in the report, and where the recovery stands is saved after every step. A recovery that ends, done or
+// failed, is marked so: only one interrupted by the daemon's death is resumed.
+func (d *Daemon) carryOut(ctx context.Context, rec *recoveryRecord) error {
+	err := d.runSteps(ctx, rec)
+	if ctx.Err() != nil {
+		return err // the daemon is stopping: the record stays open, to be resumed
+	}
+	rec.Ended = "done"
+	if err != nil {
+		rec.Ended = "failed: " + err.Error()
+	}
+	if serr := d.saveRecovery(rec); serr != nil && err == nil {
+		err = serr
+	}
+	return err
+}
+
+func (d *Daemon) runSteps(ctx context.Context, rec *recoveryRecord) error {
+	rep, p := rec.Report, rec.Report.Plan
+	for ; rec.Next < len(p.Steps); rec.Next++ {
+		st := p.Steps[rec.Next]
+		args := stepArgs{Recovery: rep.ID, Source: p.Choice.Source, Addr: rec.Addr, Pins: rec.Expected}
 		var ans stepAnswer
 		cctx, cancel := context.WithTimeout(ctx, stepTimeout)
 		err := d.call(cctx, st.Host, string(st.Action), args, &ans)
@@ -296,10 +321,15 @@ func (d *Daemon) carryOut(ctx context.Context, rep *control.RecoverReport) error
 		}
 		switch {
 		case st.Action == statebackup.ActRebuild:
-			addr = ans.Addr
-			expected = max(expected, ans.Pins) // a live copy is exported at the rebuild and may have grown
+			rec.Addr = ans.Addr
+			rec.Expected = max(rec.Expected, ans.Pins) // a live copy is exported at the rebuild and may have grown
 		case st.Action == statebackup.ActVerify && st.Host == p.Rebuild:
-			expected = max(expected, ans.Pins) // a folder copy's count is known once its peer answers
+			rec.Expected = max(rec.Expected, ans.Pins) // a folder copy's count is known once its peer answers
+		}
+		next := *rec
+		next.Next++
+		if err := d.saveRecovery(&next); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,6 +66,7 @@ func (d *Daemon) inventory(ctx context.Context) statebackup.HostInventory {
 	inv.Installed = listNames(filepath.Join(d.cfg.BinDir(), "versions"), func(fs.DirEntry) bool { return true })
 	inv.Backups = d.verifiedBackups(ctx)
 	inv.Folders = stateFolderInfos(d.cfg.ClusterConfig)
+	inv.LastRecovery = d.lastRecovery()
 	return inv
 }
 
@@ -138,6 +140,14 @@ func (d *Daemon) recoverClean(ctx context.Context, a stepArgs) (stepAnswer, erro
 	j, err := d.recoveryJournal()
 	if err != nil {
 		return stepAnswer{}, err
+	}
+	if e, err := j.Load(a.Recovery); err == nil && e.Done(jRecoverClean) {
+		// Asked again (a resumed recovery): the old state is already kept; the peer only has to be stopped.
+		if err := d.stopForRecovery(ctx); err != nil {
+			return stepAnswer{}, err
+		}
+		kept := map[string]string{"copies": e.Get(jRecoverClean, "copies"), "kept": e.Get(jRecoverClean, "kept")}
+		return stepAnswer{Detail: keptDetail(kept) + " (by an earlier run of this step)"}, nil
 	}
 	if err := j.Begin(a.Recovery, jRecoverClean, nil); err != nil {
 		return stepAnswer{}, err
@@ -251,6 +261,9 @@ type rebuildJob struct {
 func (d *Daemon) recoverRebuild(ctx context.Context, a stepArgs) (stepAnswer, error) {
 	d.backupMu.Lock()
 	defer d.backupMu.Unlock()
+	if ans, done, err := d.rebuildAgain(ctx, &a); done || err != nil {
+		return ans, err
+	}
 	job, err := d.prepareRebuild(ctx, a)
 	if err != nil {
 		return stepAnswer{}, fmt.Errorf("readying the copy, nothing was changed: %w", err)
@@ -280,7 +293,7 @@ func (d *Daemon) recoverRebuild(ctx context.Context, a stepArgs) (stepAnswer, er
 	if err != nil {
 		return stepAnswer{}, err
 	}
-	kept["backup"], kept["addr"] = job.m.ID, ans.Addr
+	kept["backup"], kept["addr"], kept["pins"] = job.m.ID, ans.Addr, strconv.Itoa(job.m.Pins)
 	if err := j.Done(a.Recovery, jRecoverRebuild, kept); err != nil {
 		return stepAnswer{}, err
 	}
@@ -290,6 +303,44 @@ func (d *Daemon) recoverRebuild(ctx context.Context, a stepArgs) (stepAnswer, er
 	d.log.Info("peer rebuilt for the recovery", zap.String("recovery", a.Recovery), zap.String("backup", job.m.ID),
 		zap.String("how", put))
 	return ans, nil
+}
+
+// rebuildAgain handles a rebuild asked again by a resumed recovery. Done already: the peer is started if it does
+// not run, and the earlier answer is given again. Begun and not done: the step died after the copy was stored as
+// a verified backup (the live pinset it came from may be gone since, the peer was stopped and cleaned), so the
+// rebuild goes on from that backup. Never begun: nothing to do here.
+func (d *Daemon) rebuildAgain(ctx context.Context, a *stepArgs) (stepAnswer, bool, error) {
+	j, err := d.recoveryJournal()
+	if err != nil {
+		return stepAnswer{}, false, err
+	}
+	e, err := j.Load(a.Recovery)
+	if err != nil || !e.Begun(jRecoverRebuild) {
+		return stepAnswer{}, false, err
+	}
+	backup := e.Get(jRecoverRebuild, "backup")
+	if !e.Done(jRecoverRebuild) {
+		if backup == "" {
+			return stepAnswer{}, false, errors.New("an earlier run of this rebuild recorded no backup to go on from")
+		}
+		d.log.Warn("an earlier run of this rebuild stopped half way; going on from the backup it had stored",
+			zap.String("recovery", a.Recovery), zap.String("backup", backup))
+		a.Source = statebackup.Source{Host: a.Source.Host, Kind: statebackup.SourceBackup, Backup: backup}
+		return stepAnswer{}, false, nil
+	}
+	st, err := d.runner.Status(ctx)
+	if err != nil {
+		return stepAnswer{}, false, fmt.Errorf("asking whether the rebuilt peer runs: %w", err)
+	}
+	ans := stepAnswer{Addr: e.Get(jRecoverRebuild, "addr")}
+	if !st.Running {
+		if ans, err = d.startAlone(ctx); err != nil {
+			return stepAnswer{}, false, err
+		}
+	}
+	ans.Pins, _ = strconv.Atoi(e.Get(jRecoverRebuild, "pins"))
+	ans.Detail = fmt.Sprintf("rebuilt from backup %s by an earlier run of this step; the peer runs", backup)
+	return ans, true, nil
 }
 
 // prepareRebuild turns the chosen source into a verified backup of this host (exporting the live pinset, or
@@ -410,6 +461,12 @@ func (d *Daemon) recoverJoin(ctx context.Context, a stepArgs) (stepAnswer, error
 	j, err := d.recoveryJournal()
 	if err != nil {
 		return stepAnswer{}, err
+	}
+	if e, err := j.Load(a.Recovery); err == nil && e.Done(jRecoverJoin) {
+		if st, err := d.runner.Status(ctx); err == nil && st.Running {
+			return stepAnswer{Detail: "started with --bootstrap " + e.Get(jRecoverJoin, "bootstrap") +
+				" by an earlier run of this step; the peer runs"}, nil
+		}
 	}
 	if err := j.Begin(a.Recovery, jRecoverJoin, map[string]string{"bootstrap": a.Addr}); err != nil {
 		return stepAnswer{}, err

@@ -3,9 +3,11 @@ package daemon
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/upgraded/upgraded/internal/config"
+	"github.com/upgraded/upgraded/sidecar/agent"
 	"github.com/upgraded/upgraded/statebackup"
 )
 
@@ -60,5 +62,43 @@ func TestStateFolderInfos(t *testing.T) {
 	}
 	if got[0].Modified.IsZero() {
 		t.Fatal("no modification time")
+	}
+}
+
+func TestRecoveryHolds(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		steps [][2]string // recovery, step: begin then done unless step ends with "+begin"
+		hold  bool
+	}{
+		{"no recovery", nil, false},
+		{"cleaned, not joined", [][2]string{{"recover-1", jRecoverClean}}, true},
+		{"cleaned and joined", [][2]string{{"recover-1", jRecoverClean}, {"recover-1", jRecoverJoin}}, false},
+		{"rebuild begun only", [][2]string{{"recover-1", jRecoverRebuild + "+begin"}}, true},
+		{"rebuilt", [][2]string{{"recover-1", jRecoverRebuild}}, false},
+		// Only the newest recovery counts: a newer one that joined the peer settles an older one that cleaned it.
+		{"superseded", [][2]string{{"recover-1", jRecoverClean}, {"recover-2", jRecoverClean}, {"recover-2", jRecoverJoin}}, false},
+		{"plan journals do not count", [][2]string{{"plan-1", jRecoverClean}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j, err := agent.OpenJournal(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range tc.steps {
+				step, beginOnly := strings.CutSuffix(s[1], "+begin")
+				if err := j.Begin(s[0], step, nil); err != nil {
+					t.Fatal(err)
+				}
+				if !beginOnly {
+					if err := j.Done(s[0], step, nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if _, hold := recoveryHolds(j); hold != tc.hold {
+				t.Fatalf("hold = %v, want %v", hold, tc.hold)
+			}
+		})
 	}
 }

@@ -58,6 +58,9 @@ type Config struct {
 	// Images, when set (docker mode), stages the plan's image artifact in
 	// place of fetching and unpacking files (images.go).
 	Images ImageStager
+	// HoldPeer, when set, may keep the peer stopped at start-up: something
+	// else (a recovery) stopped it on purpose and will start it. It says why.
+	HoldPeer func() (why string, hold bool)
 }
 
 // Agent carries out this host's part of every plan, one task at a time.
@@ -286,6 +289,12 @@ func (a *Agent) startup(ctx context.Context) error {
 		if (j.Begun(jStop) || j.Begun(jRemove)) && !j.Done(jVerify) && !j.Done(jRejoin) && !j.Done(jRollback) && !j.Done(jCleanup) {
 			a.log.Warn("a previous run stopped the peer for a plan that is not settled; waiting for the cluster's plan state before touching it",
 				zap.String("plan", id))
+			return nil
+		}
+	}
+	if a.cfg.HoldPeer != nil {
+		if why, hold := a.cfg.HoldPeer(); hold {
+			a.log.Warn("the peer is left stopped at start-up", zap.String("why", why))
 			return nil
 		}
 	}

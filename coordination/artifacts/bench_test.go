@@ -1,0 +1,52 @@
+package artifacts
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+)
+
+// BenchmarkSharedFetch has N in-process daemons on 127.0.0.1 fetch the same
+// 1 MiB artifact at once from an http source, and reports the bytes the
+// source served (source-bytes, per fetch of all N) and the wall time: the
+// source bytes stay at one copy whatever N.
+//
+//	go test -run '^$' -bench SharedFetch -benchtime 3x ./coordination/artifacts/
+func BenchmarkSharedFetch(b *testing.B) {
+	for _, n := range []int{3, 10, 50} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			ds := startSwarm(b, n, swarmOpts{retry: 100 * time.Millisecond, seederTimeout: 30 * time.Second, maxWait: 3 * time.Minute})
+			var served int64
+			var wall time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				src := newSource(b, 1<<20) // a new artifact each round: nobody holds it yet
+				p := planOf(fmt.Sprintf("plan-%d", i), ds, src.artifact())
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				b.StartTimer()
+				start := time.Now()
+				_, errs := fetchAll(ctx, ds, p, src.artifact())
+				wall += time.Since(start)
+				b.StopTimer()
+				cancel()
+				for j, err := range errs {
+					if err != nil {
+						b.Fatalf("daemon %d: %v", j, err)
+					}
+				}
+				served += src.served.Load()
+				for _, d := range ds {
+					os.Remove(d.dir + "/release.tar.gz")
+				}
+				b.StartTimer()
+			}
+			perRound := float64(served) / float64(b.N)
+			b.ReportMetric(perRound, "source-bytes")
+			fmt.Printf("shared fetch: N=%d hosts, artifact 1048576 bytes: source served %.0f bytes per fetch, wall %v per fetch (%d rounds)\n",
+				n, perRound, (wall / time.Duration(b.N)).Round(time.Millisecond), b.N)
+		})
+	}
+}
