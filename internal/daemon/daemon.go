@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/upgraded/upgraded/coordination"
+	"github.com/upgraded/upgraded/coordination/artifacts"
 	"github.com/upgraded/upgraded/coordination/p2p"
 	"github.com/upgraded/upgraded/coordination/plan"
 	"github.com/upgraded/upgraded/coordination/raftnet"
@@ -49,6 +50,8 @@ type Daemon struct {
 	api      *cluster.Client
 	control  *control.Server
 	recovery *recoverynet.Server // answers other daemons' recovery requests (recover.go)
+	// artifacts serves the artifacts this host staged to the other daemons (artifacts.go).
+	artifacts *artifacts.Server
 
 	metrics    *metrics.Metrics
 	metricsSrv *metrics.Server // nil unless metrics_address is set
@@ -185,9 +188,13 @@ func (d *Daemon) buildHost() error {
 	if err != nil {
 		return err
 	}
+	sharer, err := d.shareArtifacts()
+	if err != nil {
+		return err
+	}
 	d.agent, err = agent.New(agent.Config{HostID: d.node.ID().String(), ClusterDir: d.cfg.ClusterConfig, Runner: d.runner,
 		API: d.api, Bins: bins, Backups: backups, Journal: journal, StagingDir: d.cfg.StagingDir(), Reporter: d.coord,
-		Plans: d.fsm, Log: d.log, VerifyTimeout: d.cfg.Timeouts.Verify, Images: images, HoldPeer: d.holdPeer(journal)})
+		Plans: d.fsm, Log: d.log, VerifyTimeout: d.cfg.Timeouts.Verify, Images: images, Artifacts: sharer, HoldPeer: d.holdPeer(journal)})
 	if err != nil {
 		return err
 	}
@@ -277,6 +284,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // Close releases everything New built; safe twice.
 func (d *Daemon) Close() {
 	d.stopRecovery()
+	d.stopArtifacts()
 	if c, ok := d.runner.(interface{ Close(context.Context) error }); ok {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = c.Close(ctx)

@@ -40,6 +40,10 @@ type Metrics struct {
 	reg      *prometheus.Registry
 	rejected *prometheus.CounterVec
 	steps    *prometheus.HistogramVec
+	// Artifact sharing (coordination/artifacts): bytes staged by where they
+	// came from, and bytes served to other daemons.
+	artifactFetched *prometheus.CounterVec
+	artifactServed  prometheus.Counter
 
 	mu   sync.Mutex
 	last map[string]stepSeen // plan|host -> step seen last, for durations
@@ -58,13 +62,25 @@ func New(src Source) *Metrics {
 		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "upgraded_step_duration_seconds",
 			Help:    "How long hosts spent in each step of a plan.",
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900}}, []string{"step"}),
+		artifactFetched: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "upgraded_artifact_fetched_bytes_total",
+			Help: "Artifact bytes staged on this host, by where they came from: source, peer (another daemon) or local (a path)."}, []string{"from"}),
+		artifactServed: prometheus.NewCounter(prometheus.CounterOpts{Name: "upgraded_artifact_served_bytes_total",
+			Help: "Artifact bytes this daemon served to other daemons."}),
 	}
-	m.reg.MustRegister(m.rejected, m.steps, collector{m}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.rejected, m.steps, m.artifactFetched, m.artifactServed, collector{m}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // Rejected counts one refused announcement or approval.
 func (m *Metrics) Rejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }
+
+// ArtifactFetched counts n artifact bytes staged from "source", "peer" or "local".
+func (m *Metrics) ArtifactFetched(from string, n int64) {
+	m.artifactFetched.WithLabelValues(from).Add(float64(n))
+}
+
+// ArtifactServed counts n artifact bytes served to another daemon.
+func (m *Metrics) ArtifactServed(n int64) { m.artifactServed.Add(float64(n)) }
 
 // Observe feeds step durations from every applied plan state (plan.FSM.Observe).
 func (m *Metrics) Observe(s *plan.State) {

@@ -61,6 +61,9 @@ type Config struct {
 	// HoldPeer, when set, may keep the peer stopped at start-up: something
 	// else (a recovery) stopped it on purpose and will start it. It says why.
 	HoldPeer func() (why string, hold bool)
+	// Artifacts, when set, fetches the plan's artifacts in place of
+	// stage.Fetch with FetchOptions (artifacts.go).
+	Artifacts ArtifactFetcher
 }
 
 // Agent carries out this host's part of every plan, one task at a time.

@@ -120,7 +120,7 @@ func (a *Agent) stage(ctx context.Context, p *plan.Plan) error {
 	}
 	var files []string
 	for _, art := range p.Artifacts {
-		f, err := stage.Fetch(ctx, stage.Artifact{Source: art.Source, SHA256: art.SHA256}, dir, a.cfg.FetchOptions...)
+		f, err := a.fetchArtifact(ctx, p, art, dir)
 		if err != nil {
 			return fmt.Errorf("fetching artifact %s: %w", art.Source, err)
 		}
