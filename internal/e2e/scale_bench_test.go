@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +45,8 @@ type scaleResult struct {
 	RSSPeak      []int64 // VmHWM of each daemon during the upgrade, kB (0: unknown)
 	SourceBytes  int64   // bytes the artifact server sent during the upgrade
 	ArtifactSize int64   // bytes of one full set of artifacts
+	Steps        string  // median and max of each switch step across hosts (journals)
+	Failed       string  // where the run stopped, when it did not finish
 }
 
 // BenchmarkScale runs, for each N of $UPGRADED_BENCH_N (default 3,10,50,100),
@@ -60,12 +63,14 @@ func BenchmarkScale(b *testing.B) {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				r, err := runScale(b, n)
+				if r != nil { // what was measured before a failure is printed too
+					rows = append(rows, r.row())
+					fmt.Printf("\n%s\n%s\n%s\n", scaleHeader, r.row(), r.Steps)
+				}
 				if err != nil {
 					b.Fatal(err)
 				}
 				reportScale(b, r)
-				rows = append(rows, r.row())
-				fmt.Printf("\n%s\n%s\n", scaleHeader, r.row())
 			}
 		})
 	}
@@ -121,14 +126,21 @@ func scaleTimeouts(c *config.Config) {
 	c.Runner.StopTimeout = 10 * time.Second
 }
 
-// runScale measures one cluster size; everything it started is stopped when it returns.
-func runScale(tb testing.TB, n int) (*scaleResult, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute+time.Duration(n)*10*time.Second)
+// runScale measures one cluster size; everything it started is stopped when
+// it returns. After a failure it returns what it measured, with Failed set.
+func runScale(tb testing.TB, n int) (r *scaleResult, err error) {
+	r = &scaleResult{N: n}
+	defer func() {
+		if err != nil {
+			r.Failed = err.Error()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+time.Duration(n)*6*time.Second)
 	defer cancel()
 	c, err := harness.Setup(ctx, harness.Options{Root: tb.TempDir(), Peers: n, From: simtest.BuildSpec{Version: "1.0.8"},
 		UpgradedBin: upgradedBin, BuildDir: buildDir, Tune: scaleTimeouts})
 	if err != nil {
-		return nil, fmt.Errorf("setting up %d hosts: %w", n, err)
+		return r, fmt.Errorf("setting up %d hosts: %w", n, err)
 	}
 	closed := false
 	defer func() {
@@ -137,47 +149,47 @@ func runScale(tb testing.TB, n int) (*scaleResult, error) {
 		}
 	}()
 	if err := c.Start(ctx); err != nil {
-		return nil, fmt.Errorf("starting %d hosts: %w", n, err)
+		return r, fmt.Errorf("starting %d hosts: %w", n, err)
 	}
 	if _, err := c.AddPins(ctx, 0, scalePins, "scale"); err != nil {
-		return nil, err
+		return r, err
 	}
 	if err := c.WaitPins(ctx, scalePins); err != nil {
-		return nil, err
+		return r, err
 	}
 	rel, err := c.Release(ctx, simtest.BuildSpec{Version: "1.1.6"})
 	if err != nil {
-		return nil, err
+		return r, err
 	}
 	srv, err := serveArtifacts(rel)
 	if err != nil {
-		return nil, err
+		return r, err
 	}
 	defer srv.Close()
-	r := &scaleResult{N: n, ArtifactSize: srv.size}
+	r.ArtifactSize = srv.size
 	pids := make([]int, n)
 	for i := range pids {
 		pids[i] = c.PID(i)
 	}
 	if r.RSSIdle, err = procStatus(pids, "VmRSS"); err != nil {
-		return nil, err
+		return r, err
 	}
 	peakKnown := resetPeaks(pids)
 	start := time.Now()
 	id, err := c.Announce(ctx, 0, srv.args, "--procedure", "standard")
 	if err != nil {
-		return nil, err
+		return r, err
 	}
 	r.AnnounceToOK = time.Since(start)
-	if r.Plan, err = c.WaitPlan(ctx, 0, id); err != nil {
-		return nil, err
-	}
+	r.Plan, err = c.WaitPlan(ctx, 0, id)
 	if peakKnown {
-		if r.RSSPeak, err = procStatus(pids, "VmHWM"); err != nil {
-			return nil, err
-		}
+		r.RSSPeak, _ = procStatus(pids, "VmHWM")
 	}
 	r.SourceBytes = srv.sent.Load()
+	if err != nil {
+		return r, fmt.Errorf("%w; last seen: %s", err, planSummary(r.Plan))
+	}
+	r.Steps = switchSteps(c, id)
 	if !r.Plan.Succeeded() {
 		return r, fmt.Errorf("plan %s ended %s: %s", id, r.Plan.Phase, r.Plan.Reason)
 	}
@@ -247,6 +259,65 @@ func parallelScript(ctx context.Context, c *harness.Cluster, pins int) (down, sk
 		first, lastStop, lastHealthy = minTime(first, stops[i]), maxTime(lastStop, stops[i]), maxTime(lastHealthy, healthy[i])
 	}
 	return lastHealthy.Sub(first), lastStop.Sub(first), nil
+}
+
+// planSummary says where a plan stands: its phase and how many hosts are at each step.
+func planSummary(p *plan.Plan) string {
+	if p == nil {
+		return "no plan"
+	}
+	steps := map[plan.Step]int{}
+	for _, h := range p.Hosts {
+		steps[h.Step]++
+	}
+	var parts []string
+	for s, k := range steps {
+		parts = append(parts, fmt.Sprintf("%d %s", k, s))
+	}
+	sort.Strings(parts)
+	return fmt.Sprintf("plan %s (%s)", p.Phase, strings.Join(parts, ", "))
+}
+
+// switchSteps reads every host's journal of plan id and gives, per step of
+// the switch, the median and the longest time across hosts.
+func switchSteps(c *harness.Cluster, id string) string {
+	// Each step runs from the record named before it to the record named after.
+	spans := []struct{ name, from, to string }{
+		{"stop", "stop/begin", "stop/done"}, {"offline backup", "stop/done", "backup-offline/done"},
+		{"swap+migrate", "backup-offline/done", "migrate/done"}, {"start", "migrate/done", "start/done"},
+		{"verify", "start/done", "verify/done"},
+	}
+	took := make([][]int64, len(spans))
+	for _, h := range c.Hosts {
+		at := map[string]time.Time{}
+		f, err := os.ReadFile(filepath.Join(h.ConfigDir, "journal", id+".jsonl"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(f), "\n") {
+			var rec struct {
+				At          time.Time
+				Step, Event string
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Step != "" {
+				at[rec.Step+"/"+rec.Event] = rec.At
+			}
+		}
+		for i, sp := range spans {
+			if a, b := at[sp.from], at[sp.to]; !a.IsZero() && !b.IsZero() {
+				took[i] = append(took[i], b.Sub(a).Milliseconds())
+			}
+		}
+	}
+	var parts []string
+	for i, sp := range spans {
+		if len(took[i]) == 0 {
+			continue
+		}
+		sort.Slice(took[i], func(a, b int) bool { return took[i][a] < took[i][b] })
+		parts = append(parts, fmt.Sprintf("%s %d/%d", sp.name, median(took[i]), took[i][len(took[i])-1]))
+	}
+	return "      switch steps, ms median/max across hosts: " + strings.Join(parts, ", ")
 }
 
 func isExit(err error) bool {
@@ -390,6 +461,10 @@ func resetPeaks(pids []int) bool {
 const scaleHeader = "    N | announce->commit | prepare | restart skew | downtime | plain script | ratio | RSS idle MB min/med/max | RSS peak MB min/med/max | source bytes (artifacts x N)"
 
 func (r *scaleResult) row() string {
+	if r.Failed != "" {
+		return fmt.Sprintf("%5d | failed after announce->commit %s, RSS idle %s, peak %s, %d bytes served: %s",
+			r.N, r.AnnounceToOK.Round(time.Millisecond), mbSpread(r.RSSIdle), mbSpread(r.RSSPeak), r.SourceBytes, r.Failed)
+	}
 	ratio := 0.0
 	if r.Plain > 0 {
 		ratio = float64(r.Downtime) / float64(r.Plain)
