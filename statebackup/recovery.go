@@ -309,7 +309,8 @@ func rebuildDetail(s Source, version string) string {
 	case SourceBackup:
 		from = "backup " + s.Backup + " (`state import`)"
 	case SourceFolder:
-		from = "the state-folder copy " + s.Backup + " (restored in place)"
+		from = "the state-folder copy " + s.Backup + " (a raft folder is restored in place; a datastore is exported " +
+			"by the version that wrote it, " + orUnknownVersion(s.Version) + ", and imported)"
 	case SourceFile:
 		from = "the export " + s.File + " (`state import`)"
 	}

@@ -373,13 +373,19 @@ func (d *Daemon) prepareRebuild(ctx context.Context, a stepArgs) (*rebuildJob, e
 	if err != nil {
 		return nil, err
 	}
-	job := &rebuildJob{store: store, m: m}
 	if m.Kind == statebackup.KindStateFolder {
 		if d.folderOf(m) == "" {
 			return nil, fmt.Errorf("backup %s names the state folder %q, which is not a folder of the peer's config folder", m.ID, m.Folder)
 		}
-		return job, nil
+		if isRaftCopy(m) {
+			return &rebuildJob{store: store, m: m}, nil
+		}
+		// A datastore copy is read by the version that wrote it and imported as an export (recover_reader.go).
+		if m, err = d.exportFolderCopy(ctx, store, m, a.Recovery); err != nil {
+			return nil, err
+		}
 	}
+	job := &rebuildJob{store: store, m: m}
 	dir := filepath.Join(d.cfg.StagingDir(), "recover")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", dir, err)

@@ -11,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/upgraded/upgraded/internal/clustersim/simtest"
 	"github.com/upgraded/upgraded/internal/control"
 	"github.com/upgraded/upgraded/internal/harness"
+	"github.com/upgraded/upgraded/sidecar/binstore"
 	"github.com/upgraded/upgraded/statebackup"
 )
 
@@ -110,6 +113,66 @@ func testRecover(t *testing.T, consensus string) {
 		}
 		requireAll(t, ctx, c, "1.0.8", pins)
 	})
+}
+
+// TestRecoverReadsAFolderCopyWithTheVersionThatWroteIt: the hosts now run 0.14.5 and every peer lost its state; the
+// only copy is a copy of a pebble datastore made under 1.0.8, a format 0.14.5 does not read (put back in place, it
+// would start an empty peer beside it). recover exports the copy with 1.0.8, still in the binary store, imports it
+// with 0.14.5, and every peer ends on 0.14.5 with the full pinset.
+func TestRecoverReadsAFolderCopyWithTheVersionThatWroteIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const pins = 12
+	c := newCluster(t, ctx, scenario{peers: 3, consensus: "crdt", from: "1.0.8", pins: pins})
+	stopDaemons(t, ctx, c, 0, 1, 2)
+	store, err := statebackup.Open(filepath.Join(c.Hosts[0].ConfigDir, "backups"), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := store.CopyFolder(ctx, filepath.Join(c.Peers[0].Dir, "pebble"), statebackup.Meta{ClusterVersion: "1.0.8",
+		PeerID: c.Peers[0].PeerID, Consensus: "crdt", Note: "taken while the peer was stopped, as a plan takes it"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := simtest.Build(ctx, buildDir, simtest.BuildSpec{Version: "0.14.5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.Hosts {
+		deleteState(t, c, i)
+		bins, err := binstore.Open(filepath.Join(c.Hosts[i].ConfigDir, "bin"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bins.Import("0.14.5", old.Service, old.Ctl); err != nil {
+			t.Fatal(err)
+		}
+		if err := bins.Activate("0.14.5"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startDaemons(t, ctx, c, 0, 1, 2)
+	waitAnswering(t, ctx, c, 0, 1, 2)
+	requireLost(t, ctx, c)
+
+	rep := recoverJSON(t, func(args ...string) (string, error) {
+		return c.CLI(ctx, append([]string{"recover", "--config", c.Hosts[0].ConfigDir}, args...)...)
+	}, "--yes")
+	if rep.Choice.Source.Kind != statebackup.SourceFolder || rep.Choice.Source.Backup != cp.ID {
+		t.Fatalf("chose %+v, want the state-folder copy %s", rep.Choice.Source, cp.ID)
+	}
+	requireAll(t, ctx, c, "0.14.5", pins)
+	list, err := store.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := false
+	for _, m := range list {
+		read = read || (m.Kind == statebackup.KindOfflineExport && m.ClusterVersion == "1.0.8" && m.Pins == pins)
+	}
+	if !read {
+		t.Fatalf("no offline export of %d pins made by 1.0.8 among host 0's backups: %+v", pins, list)
+	}
 }
 
 // recoverJSON runs recover with --json and decodes its report; a failed recovery fails the test with its report.
