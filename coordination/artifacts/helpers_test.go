@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"go.uber.org/zap"
 
 	"github.com/upgraded/upgraded/coordination/p2p"
@@ -166,9 +168,13 @@ func connectAll(tb testing.TB, ds []*daemon) {
 			defer func() { <-slots }()
 			for _, b := range ds[i+1:] {
 				var err error
-				for try := 0; try < 3; try++ {
-					if err = a.node.Host.Connect(ctx, peer.AddrInfo{ID: b.node.ID(), Addrs: b.node.Host.Addrs()}); err == nil {
+				for try := 0; try < 5; try++ {
+					dctx := network.WithDialPeerTimeout(ctx, 2*time.Minute)
+					if err = a.node.Host.Connect(dctx, peer.AddrInfo{ID: b.node.ID(), Addrs: b.node.Host.Addrs()}); err == nil {
 						break
+					}
+					if sw, ok := a.node.Host.Network().(*swarm.Swarm); ok {
+						sw.Backoff().Clear(b.node.ID()) // a timed-out handshake is worth another try
 					}
 				}
 				if err != nil {

@@ -28,7 +28,7 @@ type Config struct {
 	// MaxWait bounds the whole wait for peers: past it the host fetches from
 	// the source itself, as a last resort. Default 3m.
 	MaxWait time.Duration
-	// RetryInterval is the pause between two rounds of asking the peers. Default 1s.
+	// RetryInterval is the pause between two rounds of asking the peers. Default 500ms.
 	RetryInterval time.Duration
 	// Spread is how many peers a round asks beside the host expected to
 	// fetch from the source (a window that moves from round to round), so
@@ -53,7 +53,7 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.SeederTimeout, 30*time.Second)
 	def(&c.MaxWait, 3*time.Minute)
-	def(&c.RetryInterval, time.Second)
+	def(&c.RetryInterval, 500*time.Millisecond)
 	def(&c.RequestTimeout, 10*time.Second)
 	def(&c.IdleTimeout, 30*time.Second)
 	if c.MaxSize <= 0 {
