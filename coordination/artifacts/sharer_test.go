@@ -264,3 +264,30 @@ func digestOf(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
+
+func TestUploadsBeyondTheLimitAreAnsweredBusy(t *testing.T) {
+	ds := startSwarm(t, 2, swarmOpts{log: testLog})
+	asker, holder := ds[0], ds[1]
+	body := []byte("#!/bin/sh\necho a release\n")
+	final := filepath.Join(holder.dir, "release")
+	if err := os.WriteFile(final, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.store.add(digestOf(body), final); err != nil {
+		t.Fatal(err)
+	}
+	for range cap(holder.server.slots) { // every upload slot taken, as by slow downloads
+		holder.server.slots <- struct{}{}
+	}
+	ask := func() error {
+		_, err := Download(testCtx(t), asker.node.Host, holder.node.ID(), digestOf(body), filepath.Join(asker.dir, "got"), 1<<20, 5*time.Second, 5*time.Second)
+		return err
+	}
+	if err := ask(); !errors.Is(err, ErrBusy) {
+		t.Fatalf("with every slot taken: err = %v, want busy", err)
+	}
+	<-holder.server.slots
+	if err := ask(); err != nil {
+		t.Fatalf("with a slot free: %v", err)
+	}
+}
