@@ -22,10 +22,25 @@ import (
 
 const (
 	from = "1.0.8"
-	to   = "1.1.6"
-	// failing is a release whose peer fails at start (fault fail-start).
-	failing = "1.1.7"
-	pins    = 8
+	// failingFirst is the first upgrade tried on the installed cluster; its
+	// peer fails at start (fault fail-start).
+	failingFirst = "1.1.6"
+	to           = "1.1.7"
+	// failing is a later release whose peer fails at start.
+	failing = "1.1.8"
+	// next is the release of the downtime figure through upgraded; byHand the
+	// one an operator swaps in by hand for the figure beside it.
+	next   = "1.1.9"
+	byHand = "1.2.0"
+	pins   = 8
+)
+
+// Releases served to the daemons, by the name the test announces them with.
+const (
+	relFailFirst = "fail-first" // failingFirst, failing at start
+	relTo        = "to"         // to, good
+	relFailLater = "fail-later" // failing, failing at start, tried once the cluster runs to
+	relNext      = "next"       // next, good
 )
 
 // site is the whole scene: three hosts with the .deb, a simulated cluster
@@ -34,7 +49,8 @@ type site struct {
 	e       *Engine
 	hosts   []Host
 	peers   []simtest.Peer
-	release map[string][]string // fault -> announce arguments
+	release map[string][]string // release name (relTo...) -> announce arguments
+	byHand  simtest.Binaries    // the release swapped in by hand
 	keyPath string
 }
 
@@ -50,7 +66,7 @@ func TestDebOnSystemdHosts(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("the systemd-host tests need root: podman and debootstrap run as root (CI runs as root)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	begin := time.Now()
 	s := setUp(t, ctx)
@@ -58,21 +74,24 @@ func TestDebOnSystemdHosts(t *testing.T) {
 
 	t.Run("units verify and run hardened as their own users", func(t *testing.T) { checkHardening(t, ctx, s) })
 	t.Run("daemon user cannot manage other units", func(t *testing.T) { checkNarrowRight(t, ctx, s) })
+	// The very first upgrade of the packaged cluster fails: the rollback
+	// must bring back the version the peers were installed with, whether
+	// one peer stopped (auto picks rolling) or all of them (standard).
+	t.Run("failing first upgrade rolls back", func(t *testing.T) {
+		s.requireRolledBack(t, ctx, relFailFirst, from)
+		s.requireRolledBack(t, ctx, relFailFirst, from, "--procedure", "standard", "--allow-failed-version")
+	})
 	t.Run("standard upgrade through the systemd runner", func(t *testing.T) {
-		if out, err := s.announce(ctx, ""); err != nil {
+		if out, err := s.announce(ctx, relTo); err != nil {
 			s.dumpJournals(t, ctx)
 			t.Fatalf("upgrade: %v\n%s", err, out)
 		}
 		s.requirePeers(t, ctx, to)
 	})
 	t.Run("failing new version rolls back", func(t *testing.T) {
-		out, err := s.announce(ctx, "fail-start")
-		if err == nil || !strings.Contains(out, "rolled-back") {
-			s.dumpJournals(t, ctx)
-			t.Fatalf("announce of a failing release succeeded: %s", out)
-		}
-		s.requirePeers(t, ctx, to)
+		s.requireRolledBack(t, ctx, relFailLater, to)
 	})
+	t.Run("downtime through the systemd runner next to by hand", func(t *testing.T) { measureDowntime(t, ctx, s) })
 	t.Run("bad unit or missing rule refused before the peer is touched", func(t *testing.T) { checkBadInput(t, ctx, s) })
 	t.Run("service install survives a host restart", func(t *testing.T) { checkServiceInstall(t, ctx, s) })
 	t.Run("purge leaves only config and backups", func(t *testing.T) { checkPurge(t, ctx, s) })
@@ -247,32 +266,52 @@ func serveReleases(t *testing.T, ctx context.Context, s *site, build, dir string
 	srv := &http.Server{Handler: http.FileServer(http.Dir(dir)), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(l) //nolint:errcheck // ends with Close below
 	t.Cleanup(func() { srv.Close() })
-	// The failing release is a later one, tried once the cluster runs "to".
-	for fault, version := range map[string]string{"": to, "fail-start": failing} {
-		b, err := simtest.Build(ctx, build, simtest.BuildSpec{Version: version, Fault: fault})
+	for name, spec := range map[string]simtest.BuildSpec{
+		relFailFirst: {Version: failingFirst, Fault: "fail-start"},
+		relTo:        {Version: to},
+		relFailLater: {Version: failing, Fault: "fail-start"},
+		relNext:      {Version: next},
+	} {
+		b, err := simtest.Build(ctx, build, spec)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sub := "release-" + fault
+		sub := "release-" + name
 		arts, err := simtest.ReleaseTarballs(b, filepath.Join(dir, sub))
 		if err != nil {
 			t.Fatal(err)
 		}
-		args := []string{"--version", version}
+		args := []string{"--version", spec.Version}
 		for _, a := range arts {
 			url := fmt.Sprintf("http://%s/%s/%s", l.Addr(), sub, filepath.Base(a.Path))
 			args = append(args, "--artifact", url, "--sha256", a.SHA256)
 		}
-		s.release[fault] = args
+		s.release[name] = args
+	}
+	if s.byHand, err = simtest.Build(ctx, build, simtest.BuildSpec{Version: byHand}); err != nil {
+		t.Fatal(err)
 	}
 }
 
-func (s *site) announce(ctx context.Context, fault string) (string, error) {
+// announce announces release name through host 0 and waits for the plan's end.
+func (s *site) announce(ctx context.Context, name string, extra ...string) (string, error) {
 	args := append([]string{"exec", s.hosts[0].Name, "upgraded", "announce", "--config", "/var/lib/upgraded",
-		"--key", s.keyPath, "--wait"}, s.release[fault]...)
+		"--key", s.keyPath, "--wait"}, s.release[name]...)
 	actx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	return s.e.Run(actx, nil, "podman", args...)
+	return s.e.Run(actx, nil, "podman", append(args, extra...)...)
+}
+
+// requireRolledBack announces a release that fails at start and requires
+// the plan to end rolled back with every peer on version back, full pinset.
+func (s *site) requireRolledBack(t *testing.T, ctx context.Context, name, back string, extra ...string) {
+	t.Helper()
+	out, err := s.announce(ctx, name, extra...)
+	if err == nil || !strings.Contains(out, "rolled-back") || strings.Contains(out, "rollback-failed") {
+		s.dumpJournals(t, ctx)
+		t.Fatalf("announce of failing release %s %v should end rolled-back (err %v):\n%s", name, extra, err, out)
+	}
+	s.requirePeers(t, ctx, back)
 }
 
 func (s *site) waitRegistered(t *testing.T, ctx context.Context) {
