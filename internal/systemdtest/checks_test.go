@@ -79,6 +79,11 @@ func checkBadInput(t *testing.T, ctx context.Context, s *site) {
 	if err == nil || !strings.Contains(out, "no-such-peer.service") || !strings.Contains(out, "not found") {
 		t.Errorf("check with a unit that does not exist: %v\n%s", err, out)
 	}
+	// The daemon itself, run without the unit's ExecStartPre, refuses too.
+	badUnit := initSpare(t, ctx, h, "/var/lib/upgraded/bad-unit", "no-such-peer.service")
+	spare := initSpare(t, ctx, h, "/var/lib/upgraded/spare", "ipfs-cluster.service")
+	defer h.Sh(ctx, "rm -rf /var/lib/upgraded/bad-unit /var/lib/upgraded/spare") //nolint:errcheck // best effort
+	runSpare(t, ctx, h, badUnit, "no-such-peer.service", "not found")
 	if _, err := h.Sh(ctx, "rm -rf /var/lib/upgraded/badcfg && mv /usr/share/polkit-1/rules.d/50-upgraded.rules /root/ && systemctl restart polkit"); err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +96,7 @@ func checkBadInput(t *testing.T, ctx context.Context, s *site) {
 	if err != nil {
 		t.Error(err)
 	}
+	runSpare(t, ctx, h, spare, "50-upgraded.rules", "refused")
 	// The daemon's unit refuses to start without the right; the peer runs on.
 	if out, err := h.Sh(ctx, "systemctl restart upgraded.service"); err == nil {
 		t.Errorf("upgraded.service started without the polkit rule: %s", out)
@@ -101,6 +107,41 @@ func checkBadInput(t *testing.T, ctx context.Context, s *site) {
 	}
 	if _, err := h.Sh(ctx, "mv /root/50-upgraded.rules /usr/share/polkit-1/rules.d/ && systemctl restart polkit && systemctl reset-failed upgraded.service; systemctl start upgraded.service"); err != nil {
 		t.Errorf("restoring the rule: %v", err)
+	}
+}
+
+// initSpare makes a config folder for a second daemon on h, of its own
+// identity and port, not joined to the others, driving unit.
+func initSpare(t *testing.T, ctx context.Context, h Host, dir, unit string) string {
+	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := h.As(ctx, "upgraded", "upgraded", "init", "--config", dir, "--cluster-config", "/var/lib/ipfs-cluster",
+		"--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port), "--service-bin", "/opt/sim/ipfs-cluster-service",
+		"--runner", "systemd", "--unit", unit)
+	if err != nil {
+		t.Fatalf("init of a spare daemon in %s: %v\n%s", dir, err, out)
+	}
+	return dir
+}
+
+// runSpare runs `upgraded daemon` on config folder dir as user upgraded and
+// requires it to stop by itself with an error holding every word of want.
+func runSpare(t *testing.T, ctx context.Context, h Host, dir string, want ...string) {
+	t.Helper()
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	out, err := h.As(rctx, "upgraded", "timeout", "30", "upgraded", "daemon", "--config", dir)
+	for _, w := range want {
+		if err == nil || !strings.Contains(out, w) {
+			t.Errorf("upgraded daemon --config %s should stop at once naming %q: %v\n%s", dir, want, err, out)
+			return
+		}
+	}
+	if strings.Contains(out, "daemon running") {
+		t.Errorf("upgraded daemon --config %s ran before refusing:\n%s", dir, out)
 	}
 }
 
