@@ -47,6 +47,8 @@ type HostInventory struct {
 	At time.Time `json:"at"`
 	// LastRecovery is the newest recovery journaled on the host: a recovery interrupted before it is not resumed.
 	LastRecovery string `json:"last_recovery,omitempty"`
+	// Busy names the recovery step the host is carrying out when asked, for whichever daemon asked it.
+	Busy string `json:"busy,omitempty"`
 }
 
 // SourceKind says which kind of copy a recovery rebuilds from.

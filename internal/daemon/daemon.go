@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -58,6 +59,9 @@ type Daemon struct {
 
 	backupMu  sync.Mutex // one backup, restore or prune at a time (backups.go)
 	recoverMu sync.Mutex // one recovery carried out at a time (recover.go, recover_resume.go)
+	// recoverBusy names the recovery step running on this host for some daemon ("" when none): an inventory says
+	// it, so that no other recovery starts over a step whose orchestrator died (recover.go).
+	recoverBusy atomic.Value
 }
 
 // New builds every component; nothing runs until Run.

@@ -84,6 +84,12 @@ func (d *Daemon) handleRecovery(ctx context.Context, from peer.ID, op string, ar
 	if op != opInventory {
 		d.log.Info("recovery step asked", zap.String("op", op), zap.Stringer("by", from))
 	}
+	if op != opInventory && op != opVerify {
+		var a stepArgs
+		_ = json.Unmarshal(args, &a)
+		d.recoverBusy.Store(op + " of " + a.Recovery)
+		defer d.recoverBusy.Store("")
+	}
 	switch op {
 	case opInventory:
 		return d.inventory(ctx), nil
@@ -224,6 +230,9 @@ func (d *Daemon) Recover(ctx context.Context, req control.RecoverRequest) (*cont
 	}
 	defer d.recoverMu.Unlock()
 	rep := &control.RecoverReport{Inventories: d.inventories(ctx), DryRun: req.DryRun}
+	if err := busyHosts(rep.Inventories); err != nil {
+		return rep, err
+	}
 	choice, err := d.choose(req, rep.Inventories)
 	rep.Choice = &choice
 	if err != nil {
@@ -256,6 +265,18 @@ func (d *Daemon) Recover(ctx context.Context, req control.RecoverRequest) (*cont
 	}
 	d.log.Info("recovery done: every peer verified", zap.String("recovery", rep.ID))
 	return rep, nil
+}
+
+// busyHosts refuses to plan while a host still carries out a step of a recovery (whose orchestrating daemon may
+// have died): its peer is changing under the inventory.
+func busyHosts(invs []statebackup.HostInventory) error {
+	for _, inv := range invs {
+		if inv.Busy != "" {
+			return fmt.Errorf("host %s is still carrying out the %s (asked by a daemon that may be gone); nothing was "+
+				"changed, run recover again once it ends", plan.ShortID(inv.Host), inv.Busy)
+		}
+	}
+	return nil
 }
 
 // choose is the copy the operator gave (--from, always rebuilt on this host) or the best one the hosts hold.

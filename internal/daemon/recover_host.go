@@ -67,6 +67,7 @@ func (d *Daemon) inventory(ctx context.Context) statebackup.HostInventory {
 	inv.Backups = d.verifiedBackups(ctx)
 	inv.Folders = stateFolderInfos(d.cfg.ClusterConfig)
 	inv.LastRecovery = d.lastRecovery()
+	inv.Busy, _ = d.recoverBusy.Load().(string)
 	return inv
 }
 
@@ -358,6 +359,11 @@ func (d *Daemon) prepareRebuild(ctx context.Context, a stepArgs) (*rebuildJob, e
 			return nil, fmt.Errorf("the chosen live pinset's peer no longer answers: %w", verr)
 		}
 		m, err = d.liveBackup(ctx, store, version, "recovery "+a.Recovery+": the chosen live pinset")
+		if err == nil && m.Pins < src.Pins {
+			// A peer restarted since answers before its pinset is back (a raft peer without a majority: 0 pins).
+			err = fmt.Errorf("the chosen live pinset now holds %d pins, %d when it was chosen: it is not rebuilt from; "+
+				"run recover again", m.Pins, src.Pins)
+		}
 	case statebackup.SourceFile:
 		version, _ := d.installedVersion()
 		m, err = store.AddExport(ctx, src.File, statebackup.KindOfflineExport, statebackup.Meta{ClusterVersion: version,

@@ -102,3 +102,14 @@ func TestRecoveryHolds(t *testing.T) {
 		})
 	}
 }
+
+func TestBusyHostsRefusesWhileAStepRuns(t *testing.T) {
+	idle := statebackup.HostInventory{Host: "12D3KooWidle"}
+	busy := statebackup.HostInventory{Host: "12D3KooWbusy", Busy: "rebuild of recover-1"}
+	if err := busyHosts([]statebackup.HostInventory{idle, idle}); err != nil {
+		t.Fatalf("idle hosts refused: %v", err)
+	}
+	if err := busyHosts([]statebackup.HostInventory{idle, busy}); err == nil || !strings.Contains(err.Error(), "rebuild of recover-1") {
+		t.Fatalf("a busy host was not named: %v", err)
+	}
+}

@@ -22,9 +22,10 @@ import (
 //   - killed in its own rebuild, after its peer's live pinset was stored as a backup and while the peer is being
 //     stopped and cleaned, the daemon resumes the recovery when it restarts, from that backup, and every peer ends
 //     with the full pinset;
-//   - killed after cleaning its own peer and not restarted, the recovery is run again from another host, which
-//     leaves the dead one untouched; when the dead daemon comes back it keeps its cleaned peer stopped and does not
-//     resume its old recovery, superseded by the newer one; a third recover brings it back.
+//   - killed after cleaning its own peer and not restarted, the recovery is run again from another host (refused
+//     while a step the dead daemon asked for still runs on some host), which leaves the dead one untouched; when
+//     the dead daemon comes back it keeps its cleaned peer stopped and does not resume its old recovery, superseded
+//     by the newer one; a third recover brings it back.
 func TestRecoverAfterTheOrchestratorDies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
@@ -77,9 +78,18 @@ func TestRecoverAfterTheOrchestratorDies(t *testing.T) {
 		if err := <-done; err == nil {
 			t.Fatal("the recover command answered success though its daemon was killed")
 		}
-		rep := recoverJSON(t, func(args ...string) (string, error) {
+		on2 := func(args ...string) (string, error) {
 			return c.CLI(ctx, append([]string{"recover", "--config", c.Hosts[2].ConfigDir}, args...)...)
-		}, "--yes")
+		}
+		// A step the dead daemon had asked for may still run on its host: recover refuses until it ended.
+		err := simtest.WaitFor(ctx, "no host to carry out a step of the dead daemon's recovery", func() bool {
+			out, err := on2("--dry-run")
+			return err == nil || !strings.Contains(out+err.Error(), "still carrying out")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep := recoverJSON(t, on2, "--yes")
 		if len(rep.Plan.Untouched) != 1 || rep.Plan.Untouched[0] != hostIDOf(c, 1) {
 			t.Fatalf("the second recovery should leave the dead host alone: untouched %v", rep.Plan.Untouched)
 		}
@@ -96,9 +106,7 @@ func TestRecoverAfterTheOrchestratorDies(t *testing.T) {
 		if v := c.Views(ctx)[1]; v.Err == nil {
 			t.Fatalf("the cleaned peer of the restarted daemon runs (%+v): it should wait for a recovery", v)
 		}
-		recoverJSON(t, func(args ...string) (string, error) {
-			return c.CLI(ctx, append([]string{"recover", "--config", c.Hosts[2].ConfigDir}, args...)...)
-		}, "--yes")
+		recoverJSON(t, on2, "--yes")
 		requireAll(t, ctx, c, "1.0.8", pins)
 	})
 }
