@@ -159,7 +159,7 @@ func connectAll(tb testing.TB, ds []*daemon) {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(ds))
-	slots := make(chan struct{}, 4)
+	slots := make(chan struct{}, 2)
 	for i, a := range ds {
 		wg.Add(1)
 		go func() {
@@ -168,7 +168,10 @@ func connectAll(tb testing.TB, ds []*daemon) {
 			defer func() { <-slots }()
 			for _, b := range ds[i+1:] {
 				var err error
-				for try := 0; try < 5; try++ {
+				for try := 0; try < 10; try++ {
+					if try > 0 {
+						time.Sleep(200 * time.Millisecond) // let a loaded machine breathe before the next handshake
+					}
 					dctx := network.WithDialPeerTimeout(ctx, 2*time.Minute)
 					if err = a.node.Host.Connect(dctx, peer.AddrInfo{ID: b.node.ID(), Addrs: b.node.Host.Addrs()}); err == nil {
 						break

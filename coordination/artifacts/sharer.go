@@ -115,8 +115,12 @@ func (s *Sharer) FetchArtifact(ctx context.Context, p *plan.Plan, a plan.Artifac
 	final := filepath.Join(dir, name)
 	rounds := int(s.cfg.MaxWait/s.cfg.RetryInterval) + 1
 	for round := 0; round < rounds; round++ {
-		if ok, err := s.askPeers(ctx, log, w.toAsk(round, s.cfg.Spread, time.Now()), w, sha, final); ok || err != nil {
-			return final, err
+		ok, err := s.askPeers(ctx, log, w.toAsk(round, s.cfg.Spread, time.Now()), w, sha, final)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return final, nil
 		}
 		if why, ok := w.takeOver(time.Now()); ok {
 			return s.fromSource(ctx, log, a, dir, "source", why)
