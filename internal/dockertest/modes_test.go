@@ -106,6 +106,7 @@ func setUpSidecars(t *testing.T, ctx context.Context, l *lab, imgs map[string]im
 		t.Fatal(err)
 	}
 	s.c = c
+	reinitWithoutBinaries(t, ctx, s, len(c.Hosts)-1)
 	for i, p := range c.Peers {
 		l.podman(t, ctx, s.clusterArgs(i, imgs["1.0.8"].ref, p.Dir)...)
 	}
@@ -136,6 +137,43 @@ func setUpSidecars(t *testing.T, ctx context.Context, l *lab, imgs map[string]im
 		t.Fatal(err)
 	}
 	return s
+}
+
+// reinitWithoutBinaries makes host i's config folder again the way an
+// operator of a sidecar does: `upgraded init --runner docker` with no
+// cluster binary at all (the harness imported some), the test's tuning kept.
+// The upgrade and rollback that follow prove the daemon keeps the running
+// image's binaries itself.
+func reinitWithoutBinaries(t *testing.T, ctx context.Context, s *sidecarSite, i int) {
+	h := s.c.Hosts[i]
+	tuned, err := config.Load(h.ConfigDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(h.ConfigDir, "bin")); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, s.l.bin, "init", "--config", h.ConfigDir, "--force", "--cluster-config", h.Peer.Dir,
+		"--listen", h.Listen, "--trust", s.c.OperatorID, "--runner", "docker",
+		"--container", s.clusters[i], "--docker-socket", "unix:///var/run/docker.sock")
+	cmd.Env = append(os.Environ(), "PATH=/nonexistent")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("init --runner docker without binaries: %v\n%s", err, out)
+	}
+	cfg, err := config.Load(h.ConfigDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Runner.Type != tuned.Runner.Type || cfg.Runner.Docker != tuned.Runner.Docker {
+		t.Fatalf("init wrote runner %+v, the harness had %+v", cfg.Runner, tuned.Runner)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(h.ConfigDir, "bin", "versions")); len(entries) > 0 {
+		t.Fatalf("init --runner docker imported binaries: %v", entries)
+	}
+	cfg.Timeouts, cfg.StopPeerOnExit, cfg.Runner.StopTimeout = tuned.Timeouts, tuned.StopPeerOnExit, tuned.Runner.StopTimeout
+	if err := cfg.Save(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // clusterArgs runs peer i from ref the way an operator would: host
