@@ -52,6 +52,9 @@ func (a *Agent) prepare(ctx context.Context, p *plan.Plan) error {
 			return a.fail(p.ID, plan.StepFailed, err)
 		}
 	}
+	if err := a.learnCapabilities(ctx, p, data); err != nil {
+		return a.fail(p.ID, plan.StepFailed, err)
+	}
 	a.report(p.ID, func(hp *plan.HostProgress) { hp.Detail = "backing up the pinset from the running peer" })
 	m, err := a.liveBackup(ctx, p.ID, from, "before upgrade")
 	if err != nil {
@@ -100,6 +103,33 @@ func (a *Agent) learnRPC(ctx context.Context, p *plan.Plan, data map[string]stri
 	data["rpc_running"], data["rpc_staged"] = id.RPCProtocolVersion, staged
 	a.log.Info("RPC protocols known", zap.String("plan", p.ID), zap.String("running", id.RPCProtocolVersion), zap.String("staged", staged))
 	return nil
+}
+
+// learnCapabilities records whether the staged binary has `state upgrade` and
+// a meaningful `daemon --upgrade`, so that the switch does not spend the
+// peer's downtime running the new binary's help three times.
+func (a *Agent) learnCapabilities(ctx context.Context, p *plan.Plan, data map[string]string) error {
+	bin := cluster.Binary{Path: a.cfg.Bins.ServicePathFor(p.Version), Env: a.cfg.BinaryEnv}
+	caps, err := bin.Capabilities(ctx)
+	if err != nil {
+		return fmt.Errorf("detecting what %s supports: %w", p.Version, err)
+	}
+	data["state_upgrade"], data["daemon_upgrade"] = strconv.FormatBool(caps.StateUpgrade), strconv.FormatBool(caps.DaemonUpgrade)
+	return nil
+}
+
+// stagedCapabilities are those recorded at preparation, or detected now from
+// the active binary when the journal predates that record.
+func (a *Agent) stagedCapabilities(ctx context.Context, p *plan.Plan, j *Entries) (cluster.Capabilities, error) {
+	su, du := j.Get(jPrepare, "state_upgrade"), j.Get(jPrepare, "daemon_upgrade")
+	if su != "" && du != "" {
+		return cluster.Capabilities{StateUpgrade: su == "true", DaemonUpgrade: du == "true"}, nil
+	}
+	caps, err := cluster.Binary{Path: a.cfg.Bins.ServicePath(), Env: a.cfg.BinaryEnv}.Capabilities(ctx)
+	if err != nil {
+		return caps, fmt.Errorf("detecting what %s supports: %w", p.Version, err)
+	}
+	return caps, nil
 }
 
 // stage fetches every artifact, checks its sha256, unpacks it, checks that the
@@ -310,16 +340,16 @@ func (a *Agent) swapAndMigrate(ctx context.Context, p *plan.Plan, j *Entries) er
 	if j.Done(jMigrate) {
 		return nil
 	}
-	bin := cluster.Binary{Path: a.cfg.Bins.ServicePath(), Env: a.cfg.BinaryEnv}
-	caps, err := bin.Capabilities(ctx)
+	caps, err := a.stagedCapabilities(ctx, p, j)
 	if err != nil {
-		return fmt.Errorf("detecting what %s supports: %w", p.Version, err)
+		return err
 	}
 	if caps.StateUpgrade {
 		a.log.Info("running the state migration of the new version", zap.String("plan", p.ID))
 		if err := a.cfg.Journal.Begin(p.ID, jMigrate, nil); err != nil {
 			return err
 		}
+		bin := cluster.Binary{Path: a.cfg.Bins.ServicePath(), Env: a.cfg.BinaryEnv}
 		if err := bin.StateUpgrade(ctx, a.cfg.ClusterDir); err != nil {
 			return fmt.Errorf("migrating state to %s: %w", p.Version, err)
 		}
