@@ -52,6 +52,11 @@ func TestDueRotatesThroughALargeCluster(t *testing.T) {
 	if want := contactTTL + 4*syncInterval; b.ttl() != want {
 		t.Errorf("contact lasts %s, want %s (one rotation longer)", b.ttl(), want)
 	}
+	// A loaded machine ticks late: contact lasts one rotation of real ticks.
+	b.due(targets, now.Add(3*syncInterval+time.Second)) // the last tick was at 3*syncInterval
+	if want := contactTTL + 4*time.Second; b.ttl() != want {
+		t.Errorf("after a 1s tick contact lasts %s, want %s", b.ttl(), want)
+	}
 }
 
 func bookOf(n int) (*peerBook, []Addr) {

@@ -15,7 +15,8 @@ import (
 // most syncFanout of them. In larger clusters (issue #9 runs 100 peers on one
 // machine) it syncs with the syncFanout it tried least recently, so each is
 // still reached every ceil(n/syncFanout) ticks, and contact lasts that many
-// ticks longer: every peer is still seen, only later.
+// ticks longer (of the ticks as they really pass: a loaded machine syncs
+// late): every peer is still seen, only later.
 const (
 	contactLag = time.Second
 	contactTTL = 2500 * time.Millisecond
@@ -44,6 +45,8 @@ type peerBook struct {
 	mu       sync.Mutex
 	self     string
 	contacts map[string]*contact // by host:port
+	lastTick time.Time           // last rotation step (large clusters only)
+	tick     time.Duration       // time between the last two rotation steps
 }
 
 func newPeerBook(self string) *peerBook {
@@ -137,7 +140,7 @@ func (b *peerBook) ttl() time.Duration {
 		return contactTTL
 	}
 	rounds := (n + syncFanout - 1) / syncFanout
-	return contactTTL + time.Duration(rounds)*syncInterval
+	return contactTTL + time.Duration(rounds)*max(syncInterval, b.tick)
 }
 
 // due picks the targets to sync with this tick: all of them when they are
@@ -149,6 +152,10 @@ func (b *peerBook) due(targets []Addr, now time.Time) []Addr {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if !b.lastTick.IsZero() {
+		b.tick = now.Sub(b.lastTick)
+	}
+	b.lastTick = now
 	tried := func(a Addr) time.Time {
 		if c, ok := b.contacts[a.HostPort()]; ok {
 			return c.lastTried
