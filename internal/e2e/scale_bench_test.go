@@ -42,6 +42,7 @@ type scaleResult struct {
 	Plain        time.Duration // the plain script: first stop to last peer healthy
 	PlainSkew    time.Duration
 	RSSIdle      []int64 // VmRSS of each daemon before the announcement, kB
+	AnonIdle     []int64 // RssAnon of the same: VmRSS less the binary's pages, shared by all daemons
 	RSSPeak      []int64 // VmHWM of each daemon during the upgrade, kB (0: unknown)
 	SourceBytes  int64   // bytes the artifact server sent during the upgrade
 	ArtifactSize int64   // bytes of one full set of artifacts
@@ -174,6 +175,9 @@ func runScale(tb testing.TB, n int) (r *scaleResult, err error) {
 	if r.RSSIdle, err = procStatus(pids, "VmRSS"); err != nil {
 		return r, err
 	}
+	if r.AnonIdle, err = procStatus(pids, "RssAnon"); err != nil {
+		return r, err
+	}
 	peakKnown := resetPeaks(pids)
 	start := time.Now()
 	id, err := c.Announce(ctx, 0, srv.args, "--procedure", "standard")
@@ -189,7 +193,7 @@ func runScale(tb testing.TB, n int) (r *scaleResult, err error) {
 	if err != nil {
 		return r, fmt.Errorf("%w; last seen: %s", err, planSummary(r.Plan))
 	}
-	r.Steps = switchSteps(c, id)
+	r.Steps = switchSteps(c, id, r.Plan.SwitchAt)
 	if !r.Plan.Succeeded() {
 		return r, fmt.Errorf("plan %s ended %s: %s", id, r.Plan.Phase, r.Plan.Reason)
 	}
@@ -279,8 +283,9 @@ func planSummary(p *plan.Plan) string {
 }
 
 // switchSteps reads every host's journal of plan id and gives, per step of
-// the switch, the median and the longest time across hosts.
-func switchSteps(c *harness.Cluster, id string) string {
+// the switch, the median and the longest time across hosts; "late" is how long
+// after the plan's switch time a host began to stop its peer.
+func switchSteps(c *harness.Cluster, id string, switchAt time.Time) string {
 	// Each step runs from the record named before it to the record named after.
 	spans := []struct{ name, from, to string }{
 		{"stop", "stop/begin", "stop/done"}, {"offline backup", "stop/done", "backup-offline/done"},
@@ -288,6 +293,7 @@ func switchSteps(c *harness.Cluster, id string) string {
 		{"verify", "start/done", "verify/done"},
 	}
 	took := make([][]int64, len(spans))
+	var late []int64
 	for _, h := range c.Hosts {
 		at := map[string]time.Time{}
 		f, err := os.ReadFile(filepath.Join(h.ConfigDir, "journal", id+".jsonl"))
@@ -303,6 +309,9 @@ func switchSteps(c *harness.Cluster, id string) string {
 				at[rec.Step+"/"+rec.Event] = rec.At
 			}
 		}
+		if a := at["stop/begin"]; !a.IsZero() {
+			late = append(late, a.Sub(switchAt).Milliseconds())
+		}
 		for i, sp := range spans {
 			if a, b := at[sp.from], at[sp.to]; !a.IsZero() && !b.IsZero() {
 				took[i] = append(took[i], b.Sub(a).Milliseconds())
@@ -310,6 +319,10 @@ func switchSteps(c *harness.Cluster, id string) string {
 		}
 	}
 	var parts []string
+	if len(late) > 0 {
+		sort.Slice(late, func(a, b int) bool { return late[a] < late[b] })
+		parts = append(parts, fmt.Sprintf("late %d/%d", median(late), late[len(late)-1]))
+	}
 	for i, sp := range spans {
 		if len(took[i]) == 0 {
 			continue
@@ -458,7 +471,7 @@ func resetPeaks(pids []int) bool {
 	return true
 }
 
-const scaleHeader = "    N | announce->commit | prepare | restart skew | downtime | plain script | ratio | RSS idle MB min/med/max | RSS peak MB min/med/max | source bytes (artifacts x N)"
+const scaleHeader = "    N | announce->commit | prepare | restart skew | downtime | plain script | ratio | RSS idle MB min/med/max (anon med) | RSS peak MB min/med/max | source bytes (artifacts x N)"
 
 func (r *scaleResult) row() string {
 	if r.Failed != "" {
@@ -469,9 +482,10 @@ func (r *scaleResult) row() string {
 	if r.Plain > 0 {
 		ratio = float64(r.Downtime) / float64(r.Plain)
 	}
-	return fmt.Sprintf("%5d | %16s | %7s | %12s | %8s | %12s | %5.2f | %23s | %23s | %d (%d x %d = %d)",
+	return fmt.Sprintf("%5d | %16s | %7s | %12s | %8s | %12s | %5.2f | %34s | %23s | %d (%d x %d = %d)",
 		r.N, r.AnnounceToOK.Round(time.Millisecond), r.Prepare.Round(time.Millisecond), r.Skew.Round(100*time.Microsecond),
-		r.Downtime.Round(time.Millisecond), r.Plain.Round(time.Millisecond), ratio, mbSpread(r.RSSIdle), mbSpread(r.RSSPeak),
+		r.Downtime.Round(time.Millisecond), r.Plain.Round(time.Millisecond), ratio,
+		fmt.Sprintf("%s (%.1f)", mbSpread(r.RSSIdle), float64(median(r.AnonIdle))/1024), mbSpread(r.RSSPeak),
 		r.SourceBytes, r.ArtifactSize, r.N, r.ArtifactSize*int64(r.N))
 }
 
@@ -482,6 +496,7 @@ func reportScale(b *testing.B, r *scaleResult) {
 	b.ReportMetric(float64(r.Downtime.Milliseconds()), "downtime-ms")
 	b.ReportMetric(float64(r.Plain.Milliseconds()), "plain-downtime-ms")
 	b.ReportMetric(float64(median(r.RSSIdle))/1024, "rss-idle-median-MB")
+	b.ReportMetric(float64(median(r.AnonIdle))/1024, "rss-anon-idle-median-MB")
 	b.ReportMetric(float64(median(r.RSSPeak))/1024, "rss-peak-median-MB")
 	b.ReportMetric(float64(r.SourceBytes), "source-bytes")
 }
