@@ -12,12 +12,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// Join asks the cluster to add this node, through any member
-// reachable at one of addrs (full /p2p multiaddrs; members forward to the
-// leader). The leader makes it a voter while the group has fewer voters than
-// it wants, a non-voter otherwise. Join retries with backoff until it
-// succeeds or ctx ends, and does nothing when this node is already a member
-// (e.g. restarted from its Dir, whatever its suffrage).
+// Join asks the cluster to add this node, through any member reachable at
+// one of addrs (full /p2p multiaddrs; members forward to the leader). The
+// leader makes it a voter while the group has fewer voters than it wants and
+// no healthy non-voter to promote, a non-voter otherwise. Join retries with
+// backoff until it succeeds or ctx ends, and does nothing when this node is
+// already a member (e.g. restarted from its Dir, whatever its suffrage).
 func (r *Raft) Join(ctx context.Context, addrs []string) error {
 	if len(addrs) == 0 {
 		return errors.New("joining raft cluster: no member addresses given")
@@ -143,7 +143,7 @@ func (r *Raft) addMember(ctx context.Context, from, id peer.ID, addrs []string) 
 	if err != nil {
 		return response{Code: codeRaft, Error: err.Error()}
 	}
-	voters, healthy := 0, 1 // the newcomer, which just reached us
+	voters, healthy, spare := 0, 1, 0 // 1: the newcomer, which just reached us
 	for _, s := range servers {
 		if s.id == sid {
 			return response{} // already a member: keep its suffrage
@@ -153,11 +153,17 @@ func (r *Raft) addMember(ctx context.Context, from, id peer.ID, addrs []string) 
 		}
 		if s.healthy {
 			healthy++
+			if !s.voter {
+				spare++
+			}
 		}
 	}
 	target := voterTarget(r.cfg.MaxVoters, healthy)
+	// A newcomer has no log yet: while a healthy non-voter, which has it,
+	// can be promoted instead (the reconcile pass kicked below does), the
+	// newcomer starts as a non-voter and does not hold up commits.
 	add, as := r.R.AddNonvoter, "non-voter"
-	if voters < target {
+	if voters < target && spare == 0 {
 		add, as = r.R.AddVoter, "voter"
 	}
 	if err := add(sid, raft.ServerAddress(sid), index, r.cfg.RequestTimeout).Error(); err != nil {

@@ -139,15 +139,19 @@ func start(t testing.TB, dir string, sec []byte, bootstrap bool, peers []string)
 }
 
 // startWith is start with a given logger and a chance to change the raft
-// configuration (tune may be nil).
-func startWith(t testing.TB, dir string, sec []byte, bootstrap bool, peers []string, log *zap.Logger, tune func(*Config)) *member {
+// configuration (tune may be nil) and the swarm's.
+func startWith(t testing.TB, dir string, sec []byte, bootstrap bool, peers []string, log *zap.Logger, tune func(*Config), p2pTune ...func(*p2p.Config)) *member {
 	t.Helper()
 	ctx := context.Background()
-	n, err := p2p.New(ctx, p2p.Config{
+	pc := p2p.Config{
 		IdentityFile: filepath.Join(dir, "identity.key"), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
 		Secret: sec, Bootstrap: peers, Logger: log,
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond, AdvertiseInterval: 200 * time.Millisecond,
-	})
+	}
+	for _, f := range p2pTune {
+		f(&pc)
+	}
+	n, err := p2p.New(ctx, pc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,23 +10,31 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/upgraded/upgraded/coordination/p2p"
 )
 
 // group starts n members: the first bootstraps, each other joins through the
 // member started just before it (so most joins are forwarded to the leader).
 func group(t testing.TB, n int, log func() *zap.Logger, tune func(*Config)) []*member {
 	t.Helper()
+	return groupVia(t, n, log, tune, func(ms []*member) *member { return ms[len(ms)-1] })
+}
+
+// groupVia is group with each newcomer joining through via(members so far).
+func groupVia(t testing.TB, n int, log func() *zap.Logger, tune func(*Config), via func([]*member) *member, p2pTune ...func(*p2p.Config)) []*member {
+	t.Helper()
 	if tune == nil {
 		tune = steady
 	}
-	first := startWith(t, t.TempDir(), secret(1), true, nil, log(), tune)
+	first := startWith(t, t.TempDir(), secret(1), true, nil, log(), tune, p2pTune...)
 	eventually(t, 10*time.Second, "first member leads", first.raft.IsLeader)
 	ms := []*member{first}
 	for len(ms) < n {
-		via := ms[len(ms)-1].addrs()
-		m := startWith(t, t.TempDir(), secret(1), false, via, log(), tune)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := m.raft.Join(ctx, via)
+		addrs := via(ms).addrs()
+		m := startWith(t, t.TempDir(), secret(1), false, addrs, log(), tune, p2pTune...)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		err := m.raft.Join(ctx, addrs)
 		cancel()
 		if err != nil {
 			t.Fatalf("member %d joining: %v", len(ms), err)

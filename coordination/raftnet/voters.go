@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -214,7 +215,13 @@ func (r *Raft) reconcile(warned map[raft.ServerID]bool) {
 		fields = append(fields, zap.String("promoted", string(c.promote)))
 	}
 	r.log.Info(c.why, fields...)
-	if err := r.applyChange(c, index); err != nil {
+	err = r.applyChange(c, index)
+	switch {
+	case err == nil:
+	case strings.Contains(err.Error(), "configuration changed since"):
+		// A join or another change came first; the next pass decides again.
+		r.log.Info("the raft membership changed meanwhile; will look again", zap.Error(err))
+	default:
 		r.log.Warn("changing the raft voters failed; will look again", zap.Error(err))
 	}
 }
