@@ -335,10 +335,19 @@ func (c *Cluster) Status(ctx context.Context, i int) (*control.Status, error) {
 // WaitRegistered waits until daemon 0 sees every host registered and every
 // daemon is a raft member.
 func (c *Cluster) WaitRegistered(ctx context.Context) error {
-	return simtest.WaitFor(ctx, "every daemon registered", func() bool {
+	hosts, members := 0, 0
+	err := simtest.WaitFor(ctx, "every daemon registered", func() bool {
 		st, err := c.Status(ctx, 0)
-		return err == nil && len(st.Hosts) == len(c.Hosts) && len(st.Members) == len(c.Hosts) && st.Leader != ""
+		if err != nil {
+			return false
+		}
+		hosts, members = len(st.Hosts), len(st.Members)
+		return hosts == len(c.Hosts) && members == len(c.Hosts) && st.Leader != ""
 	})
+	if err != nil {
+		return fmt.Errorf("%w (daemon 0 sees %d of %d hosts registered, %d raft members)", err, hosts, len(c.Hosts), members)
+	}
+	return nil
 }
 
 // Release builds version spec and its release tarballs, returning the
