@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/upgraded/upgraded/coordination/plan"
 	"github.com/upgraded/upgraded/sidecar"
+	"github.com/upgraded/upgraded/sidecar/binstore"
 	"github.com/upgraded/upgraded/sidecar/cluster"
 	"github.com/upgraded/upgraded/sidecar/stage"
 	"github.com/upgraded/upgraded/statebackup"
@@ -138,10 +141,28 @@ func (a *Agent) stage(ctx context.Context, p *plan.Plan) error {
 	if a.cfg.Images != nil {
 		return a.stageImage(ctx, p)
 	}
+	want := make([]string, 0, len(p.Artifacts))
+	for _, art := range p.Artifacts {
+		want = append(want, art.SHA256)
+	}
+	want = binstore.NormalizeDigests(want)
 	if a.cfg.Bins.Has(p.Version) {
-		if err := stage.VerifyVersion(ctx, a.cfg.Bins.ServicePathFor(p.Version), p.Version); err == nil {
-			a.log.Info("target version already installed on this host", zap.String("plan", p.ID), zap.String("version", p.Version))
-			return nil
+		// Reuse an installed copy only if it came from exactly the artifacts
+		// this plan announced: a number alone may name other bytes (a failed
+		// build rolled back earlier, a rebuilt release, an imported binary).
+		origin, err := a.cfg.Bins.Origin(p.Version)
+		switch {
+		case err != nil:
+			a.log.Warn("cannot tell where the installed copy of the target version came from; fetching the announced artifacts",
+				zap.String("plan", p.ID), zap.String("version", p.Version), zap.Error(err))
+		case slices.Equal(origin, want):
+			if err := stage.VerifyVersion(ctx, a.cfg.Bins.ServicePathFor(p.Version), p.Version); err == nil {
+				a.log.Info("target version already installed on this host from the same artifacts", zap.String("plan", p.ID), zap.String("version", p.Version))
+				return nil
+			}
+		default:
+			a.log.Info("the installed copy of the target version did not come from the announced artifacts; fetching them",
+				zap.String("plan", p.ID), zap.String("version", p.Version))
 		}
 	}
 	dir := a.stagingDir(p.ID)
@@ -163,8 +184,17 @@ func (a *Agent) stage(ctx context.Context, p *plan.Plan) error {
 	if err := stage.VerifyVersion(ctx, bins.Service, p.Version); err != nil {
 		return fmt.Errorf("checking the staged binary: %w", err)
 	}
-	if err := a.cfg.Bins.Install(p.Version, bins); err != nil {
+	err = a.cfg.Bins.Install(p.Version, bins)
+	if errors.Is(err, binstore.ErrOtherContent) {
+		a.log.Warn("replacing the installed copy of the target version with the bytes of the announced artifacts",
+			zap.String("plan", p.ID), zap.String("version", p.Version))
+		err = a.cfg.Bins.Replace(p.Version, bins)
+	}
+	if err != nil {
 		return fmt.Errorf("installing version %s: %w", p.Version, err)
+	}
+	if err := a.cfg.Bins.SetOrigin(p.Version, want); err != nil {
+		return err
 	}
 	return nil
 }

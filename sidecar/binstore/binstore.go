@@ -27,8 +27,13 @@ import (
 // exist yet: a fresh host, before Import or the first Activate.
 var ErrNotLinked = errors.New("no version linked")
 
+// ErrOtherContent is returned by Install when the version is already
+// installed with other bytes.
+var ErrOtherContent = errors.New("already installed with other content")
+
 const (
 	versionsDir  = "versions"
+	originsDir   = "origins"
 	currentLink  = "current"
 	previousLink = "previous"
 )
@@ -121,6 +126,10 @@ func (s *Store) install(version string, b stage.Binaries) error {
 	if _, err := os.Stat(final); err == nil {
 		return sameContent(final, files)
 	}
+	// A fresh folder has no known origin yet, whatever a lost folder left.
+	if err := os.Remove(s.originPath(version)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	tmp := final + ".tmp"
 	if err := os.RemoveAll(tmp); err != nil {
 		return fmt.Errorf("clearing leftover %s: %w", tmp, err)
@@ -153,7 +162,7 @@ func sameContent(dir string, files map[string]string) error {
 		return err
 	}
 	if len(entries) != len(files) {
-		return fmt.Errorf("already installed with other files (%d, want %d)", len(entries), len(files))
+		return fmt.Errorf("%w: %d files, want %d", ErrOtherContent, len(entries), len(files))
 	}
 	for name, src := range files {
 		a, err := os.ReadFile(src)
@@ -162,10 +171,10 @@ func sameContent(dir string, files map[string]string) error {
 		}
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
-			return fmt.Errorf("already installed without %s: %w", name, err)
+			return fmt.Errorf("%w: no %s (%w)", ErrOtherContent, name, err)
 		}
 		if !bytes.Equal(a, b) {
-			return fmt.Errorf("already installed with a different %s", name)
+			return fmt.Errorf("%w: a different %s", ErrOtherContent, name)
 		}
 	}
 	return nil
@@ -209,6 +218,9 @@ func (s *Store) Remove(version string) error {
 		return fmt.Errorf("removing version %s: %w", version, err)
 	}
 	if err := os.RemoveAll(doomed); err != nil {
+		return fmt.Errorf("removing version %s: %w", version, err)
+	}
+	if err := os.Remove(s.originPath(version)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing version %s: %w", version, err)
 	}
 	return nil

@@ -220,3 +220,45 @@ func TestRemoveRefusesLinkedVersions(t *testing.T) {
 		t.Error("removing a missing version succeeded")
 	}
 }
+
+func TestOriginAndReplace(t *testing.T) {
+	s := open(t)
+	a := stageVersion(t, "1.1.6 build a", false).Service
+	b := stageVersion(t, "1.1.6 build b", false).Service
+	if err := s.Install("1.1.6", stage.Binaries{Service: a}); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := s.Origin("1.1.6"); err != nil || o != nil {
+		t.Fatalf("a fresh install has origin %v %v, want none", o, err)
+	}
+	if err := s.SetOrigin("1.1.6", []string{"BB", "aa"}); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := s.Origin("1.1.6"); err != nil || len(o) != 2 || o[0] != "aa" || o[1] != "bb" {
+		t.Fatalf("origin %v %v, want [aa bb]", o, err)
+	}
+	if err := s.Install("1.1.6", stage.Binaries{Service: b}); !errors.Is(err, ErrOtherContent) {
+		t.Fatalf("installing other bytes under 1.1.6: %v, want ErrOtherContent", err)
+	}
+	if err := s.Replace("1.1.6", stage.Binaries{Service: b}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(s.ServicePathFor("1.1.6")); string(got) != "service 1.1.6 build b" {
+		t.Fatalf("after Replace the binary holds %q", got)
+	}
+	if o, _ := s.Origin("1.1.6"); o != nil {
+		t.Fatalf("Replace kept the old origin %v", o)
+	}
+	if err := s.Activate("1.1.6"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Replace("1.1.6", stage.Binaries{Service: a}); err == nil {
+		t.Fatal("replacing the current version was accepted")
+	}
+	if got, _ := os.ReadFile(s.ServicePathFor("1.1.6")); string(got) != "service 1.1.6 build b" {
+		t.Fatalf("a refused Replace changed the binary to %q", got)
+	}
+	if err := s.SetOrigin("9.9.9", nil); err == nil {
+		t.Fatal("recording the origin of a version not installed was accepted")
+	}
+}
