@@ -97,6 +97,11 @@ type Raft struct {
 	// VoterFailureTimeout is how long a voter may leave the leader unanswered
 	// before a healthy non-voter replaces it.
 	VoterFailureTimeout time.Duration
+	// HeartbeatTimeout is how long a follower waits for the leader before it
+	// calls an election (also the election timeout; the leader lease is half
+	// of it). 1s suits a LAN; raise it across slow links or on hosts so
+	// loaded that the daemon is not scheduled for a second.
+	HeartbeatTimeout time.Duration
 }
 
 // Timeouts bound each phase of a plan.
@@ -119,7 +124,7 @@ func Default(dir string) *Config {
 		Timeouts: Timeouts{Prepare: 10 * time.Minute, Switch: 5 * time.Minute, Rollback: 5 * time.Minute,
 			Barrier: 300 * time.Millisecond, Verify: 2 * time.Minute},
 		Backups:         Backups{Interval: 0, Keep: 10},
-		Raft:            Raft{MaxVoters: 5, VoterFailureTimeout: 15 * time.Second},
+		Raft:            Raft{MaxVoters: 5, VoterFailureTimeout: 15 * time.Second, HeartbeatTimeout: time.Second},
 		AnnouncementTTL: time.Hour,
 		Approvals:       1,
 		ProposalTTL:     24 * time.Hour,
@@ -193,8 +198,11 @@ func (c *Config) Validate() error {
 	if c.Raft.MaxVoters < 1 || c.Raft.MaxVoters%2 == 0 {
 		errs = append(errs, fmt.Errorf("raft.max_voters %d: want an odd number of at least 1 (3 or 5), so that a majority is never a tie", c.Raft.MaxVoters))
 	}
-	if c.Raft.VoterFailureTimeout < time.Second {
-		errs = append(errs, fmt.Errorf("raft.voter_failure_timeout %v: want at least 1s, the raft heartbeat timeout", c.Raft.VoterFailureTimeout))
+	if c.Raft.HeartbeatTimeout < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("raft.heartbeat_timeout %v: want at least 100ms", c.Raft.HeartbeatTimeout))
+	}
+	if c.Raft.VoterFailureTimeout < max(time.Second, c.Raft.HeartbeatTimeout) {
+		errs = append(errs, fmt.Errorf("raft.voter_failure_timeout %v: want at least 1s and the raft heartbeat timeout", c.Raft.VoterFailureTimeout))
 	}
 	for _, w := range c.Windows {
 		if _, err := plan.ParseWindow(w); err != nil {
@@ -265,6 +273,7 @@ type jsonBackups struct {
 type jsonRaft struct {
 	MaxVoters           int    `json:"max_voters"`
 	VoterFailureTimeout string `json:"voter_failure_timeout"`
+	HeartbeatTimeout    string `json:"heartbeat_timeout"`
 }
 
 type jsonTimeouts struct {
@@ -281,8 +290,9 @@ func (c *Config) ToJSON() ([]byte, error) {
 		Runner: jsonRunner{Type: c.Runner.Type, Unit: c.Runner.Unit, StopTimeout: c.Runner.StopTimeout.String()},
 		Timeouts: jsonTimeouts{Prepare: c.Timeouts.Prepare.String(), Switch: c.Timeouts.Switch.String(),
 			Rollback: c.Timeouts.Rollback.String(), Barrier: c.Timeouts.Barrier.String(), Verify: c.Timeouts.Verify.String()},
-		Backups:   jsonBackups{Interval: c.Backups.Interval.String(), Keep: c.Backups.Keep},
-		Raft:      jsonRaft{MaxVoters: c.Raft.MaxVoters, VoterFailureTimeout: c.Raft.VoterFailureTimeout.String()},
+		Backups: jsonBackups{Interval: c.Backups.Interval.String(), Keep: c.Backups.Keep},
+		Raft: jsonRaft{MaxVoters: c.Raft.MaxVoters, VoterFailureTimeout: c.Raft.VoterFailureTimeout.String(),
+			HeartbeatTimeout: c.Raft.HeartbeatTimeout.String()},
 		Approvals: c.Approvals, ProposalTTL: c.ProposalTTL.String(),
 		AnnouncementTTL: c.AnnouncementTTL.String(), MetricsAddress: c.MetricsAddress, Windows: nonNil(c.Windows), StopPeerOnExit: c.StopPeerOnExit, LogFormat: c.LogFormat}
 	if c.Runner.Type == RunnerDocker {
@@ -354,6 +364,7 @@ func (c *Config) LoadJSON(b []byte) error {
 		{"proposal_ttl", j.ProposalTTL, &c.ProposalTTL},
 		{"backups.interval", j.Backups.Interval, &c.Backups.Interval},
 		{"raft.voter_failure_timeout", j.Raft.VoterFailureTimeout, &c.Raft.VoterFailureTimeout},
+		{"raft.heartbeat_timeout", j.Raft.HeartbeatTimeout, &c.Raft.HeartbeatTimeout},
 	} {
 		if d.in == "" {
 			continue

@@ -15,7 +15,7 @@ func TestRoundTrip(t *testing.T) {
 	c.Timeouts.Verify = 42 * time.Second
 	c.Runner = Runner{Type: RunnerSystemd, Unit: "ipfs-cluster.service", StopTimeout: 7 * time.Second}
 	c.Backups = Backups{Interval: 6 * time.Hour, Keep: 4}
-	c.Raft = Raft{MaxVoters: 3, VoterFailureTimeout: 40 * time.Second}
+	c.Raft = Raft{MaxVoters: 3, VoterFailureTimeout: 40 * time.Second, HeartbeatTimeout: 3 * time.Second}
 	if err := c.Save(); err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,8 @@ func TestRoundTrip(t *testing.T) {
 	if got.Backups != c.Backups {
 		t.Fatalf("backups section: got %+v, want %+v", got.Backups, c.Backups)
 	}
-	if got.Raft != c.Raft || !strings.Contains(string(a), `"voter_failure_timeout": "40s"`) {
+	if got.Raft != c.Raft || !strings.Contains(string(a), `"voter_failure_timeout": "40s"`) ||
+		!strings.Contains(string(a), `"heartbeat_timeout": "3s"`) {
 		t.Fatalf("raft section: got %+v, want %+v, in %s", got.Raft, c.Raft, a)
 	}
 }
@@ -84,6 +85,11 @@ func TestValidateSaysWhatIsWrong(t *testing.T) {
 		"raft.max_voters 4":          func(c *Config) { c.Raft.MaxVoters = 4 },
 		"raft.max_voters 0":          func(c *Config) { c.Raft.MaxVoters = 0 },
 		"raft.voter_failure_timeout": func(c *Config) { c.Raft.VoterFailureTimeout = 100 * time.Millisecond },
+		"raft.heartbeat_timeout":     func(c *Config) { c.Raft.HeartbeatTimeout = 10 * time.Millisecond },
+		"raft.voter_failure_timeout 2s": func(c *Config) {
+			c.Raft.HeartbeatTimeout = 3 * time.Second
+			c.Raft.VoterFailureTimeout = 2 * time.Second
+		},
 	}
 	for want, mutate := range cases {
 		c := Default(t.TempDir())

@@ -117,7 +117,9 @@ func (d *Daemon) buildNetwork(ctx context.Context) error {
 		d.metrics.Observe(s)
 	})
 	d.raft, err = raftnet.Start(ctx, raftnet.Config{Dir: d.cfg.RaftDir(), Node: d.node, FSM: d.fsm, Logger: d.log,
-		Bootstrap: len(d.cfg.Bootstrap) == 0, MaxVoters: d.cfg.Raft.MaxVoters, VoterFailureTimeout: d.cfg.Raft.VoterFailureTimeout})
+		Bootstrap: len(d.cfg.Bootstrap) == 0, MaxVoters: d.cfg.Raft.MaxVoters, VoterFailureTimeout: d.cfg.Raft.VoterFailureTimeout,
+		HeartbeatTimeout: d.cfg.Raft.HeartbeatTimeout, ElectionTimeout: d.cfg.Raft.HeartbeatTimeout,
+		LeaderLeaseTimeout: d.cfg.Raft.HeartbeatTimeout / 2})
 	if err != nil {
 		return fmt.Errorf("starting the raft group of daemons: %w", err)
 	}

@@ -27,6 +27,10 @@ import (
 // scaleNsEnv lists the cluster sizes BenchmarkScale runs (make bench BENCH_N=3,10).
 const scaleNsEnv = "UPGRADED_BENCH_N"
 
+// scaleKeepEnv names a folder where each size's work folder (daemon logs,
+// journals) is kept instead of a temporary one.
+const scaleKeepEnv = "UPGRADED_BENCH_KEEP"
+
 // scalePins is the pinset every peer holds; kept small so that the figures
 // show coordination, not pinset transfer.
 const scalePins = 50
@@ -125,6 +129,9 @@ func scaleTimeouts(c *config.Config) {
 	c.Timeouts.Switch = 5 * time.Minute
 	c.Timeouts.Rollback = 5 * time.Minute
 	c.Runner.StopTimeout = 10 * time.Second
+	// Up to 200 processes share 2 cores here: a daemon may not be scheduled
+	// for over a second, which raft's LAN default reads as a dead leader.
+	c.Raft.HeartbeatTimeout = 3 * time.Second
 }
 
 // runScale measures one cluster size; everything it started is stopped when
@@ -138,7 +145,15 @@ func runScale(tb testing.TB, n int) (r *scaleResult, err error) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+time.Duration(n)*6*time.Second)
 	defer cancel()
-	c, err := harness.Setup(ctx, harness.Options{Root: tb.TempDir(), Peers: n, From: simtest.BuildSpec{Version: "1.0.8"},
+	root := tb.TempDir()
+	if keep := os.Getenv(scaleKeepEnv); keep != "" {
+		// Kept for reading the daemons' logs after a failed size.
+		root = filepath.Join(keep, fmt.Sprintf("N%d-%d", n, time.Now().Unix()))
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			return r, err
+		}
+	}
+	c, err := harness.Setup(ctx, harness.Options{Root: root, Peers: n, From: simtest.BuildSpec{Version: "1.0.8"},
 		UpgradedBin: upgradedBin, BuildDir: buildDir, Tune: scaleTimeouts})
 	if err != nil {
 		return r, fmt.Errorf("setting up %d hosts: %w", n, err)
