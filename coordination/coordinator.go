@@ -217,6 +217,10 @@ type progressMsg struct {
 // until the plan state shows it (or the plan ended).
 func (c *Coordinator) Report(planID string, p plan.HostProgress) {
 	c.mu.Lock()
+	p.Seq = c.cfg.Clock().UnixNano()
+	if old, ok := c.pending[planID]; ok && old.Seq >= p.Seq {
+		p.Seq = old.Seq + 1 // two reports within one clock tick keep their order
+	}
 	c.pending[planID] = p
 	c.mu.Unlock()
 	select {
@@ -296,8 +300,19 @@ func sameProgress(a, b plan.HostProgress) bool {
 		a.Version == b.Version && (b.Error == "" || a.Error == b.Error)
 }
 
-// progressIn applies the progress reports it receives, on the leader.
+// progressIn applies the progress reports it receives, on the leader. Every
+// host republishes its latest report until the state shows it, so with many
+// hosts the same reports arrive again and again: they are coalesced to the
+// latest per host, and applied concurrently (raft batches concurrent applies
+// into one round trip) rather than one raft round trip per message.
 func (c *Coordinator) progressIn(ctx context.Context) {
+	q := &progressQueue{latest: map[string]progressMsg{}, kick: make(chan struct{}, 1)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.applyProgress(ctx, q)
+	}()
+	defer func() { <-done }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -314,16 +329,67 @@ func (c *Coordinator) progressIn(ctx context.Context) {
 			if err != nil || json.Unmarshal(payload, &pm) != nil {
 				continue
 			}
+			q.put(pm)
+		}
+	}
+}
+
+// progressQueue holds the latest report received from each host of each plan.
+type progressQueue struct {
+	mu     sync.Mutex
+	latest map[string]progressMsg // by plan and host
+	kick   chan struct{}
+}
+
+func (q *progressQueue) put(pm progressMsg) {
+	key := pm.PlanID + "/" + pm.HostID
+	q.mu.Lock()
+	if old, ok := q.latest[key]; !ok || pm.Progress.Seq >= old.Progress.Seq {
+		q.latest[key] = pm
+	}
+	q.mu.Unlock()
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (q *progressQueue) take() map[string]progressMsg {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := q.latest
+	q.latest = map[string]progressMsg{}
+	return out
+}
+
+// progressApplyParallel bounds the raft applies in flight for progress.
+const progressApplyParallel = 32
+
+func (c *Coordinator) applyProgress(ctx context.Context, q *progressQueue) {
+	sem := make(chan struct{}, progressApplyParallel)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-q.kick:
+		}
+		var wg sync.WaitGroup
+		for _, pm := range q.take() {
 			if c.applied(pm.PlanID, pm.HostID, pm.Progress) {
 				continue
 			}
-			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			p := pm.Progress
-			_, err = c.cfg.Raft.Apply(actx, plan.Command{Op: plan.OpProgress, PlanID: pm.PlanID, HostID: pm.HostID, Progress: &p}.Encode())
-			cancel()
-			if err != nil {
-				c.log.Debug("applying progress", zap.String("plan", pm.PlanID), zap.String("host", pm.HostID), zap.Error(err))
-			}
+			sem <- struct{}{}
+			wg.Add(1)
+			go func(pm progressMsg) {
+				defer func() { <-sem; wg.Done() }()
+				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				p := pm.Progress
+				if _, err := c.cfg.Raft.Apply(actx, plan.Command{Op: plan.OpProgress, PlanID: pm.PlanID, HostID: pm.HostID, Progress: &p}.Encode()); err != nil {
+					c.log.Debug("applying progress", zap.String("plan", pm.PlanID), zap.String("host", pm.HostID), zap.Error(err))
+				}
+			}(pm)
 		}
+		wg.Wait()
 	}
 }

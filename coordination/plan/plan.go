@@ -178,15 +178,18 @@ type Host struct {
 
 // HostProgress is one host's state within a plan.
 type HostProgress struct {
-	Step        Step      `json:"step"`
-	FromVersion string    `json:"from_version,omitempty"` // version before the plan: the rollback target
-	Version     string    `json:"version,omitempty"`      // version last seen running
-	Pins        int       `json:"pins"`                   // pins last counted
-	BackupPins  int       `json:"backup_pins"`            // pins in the verified live backup
-	RPCRunning  string    `json:"rpc_running,omitempty"`  // cluster RPC protocol of the running peer
-	RPCStaged   string    `json:"rpc_staged,omitempty"`   // cluster RPC protocol of the staged binary (auto)
-	Error       string    `json:"error,omitempty"`        // last error, kept after recovery for the record
-	Detail      string    `json:"detail,omitempty"`       // what the host is doing, in words
+	Step        Step   `json:"step"`
+	FromVersion string `json:"from_version,omitempty"` // version before the plan: the rollback target
+	Version     string `json:"version,omitempty"`      // version last seen running
+	Pins        int    `json:"pins"`                   // pins last counted
+	BackupPins  int    `json:"backup_pins"`            // pins in the verified live backup
+	RPCRunning  string `json:"rpc_running,omitempty"`  // cluster RPC protocol of the running peer
+	RPCStaged   string `json:"rpc_staged,omitempty"`   // cluster RPC protocol of the staged binary (auto)
+	Error       string `json:"error,omitempty"`        // last error, kept after recovery for the record
+	Detail      string `json:"detail,omitempty"`       // what the host is doing, in words
+	// Seq orders one host's reports (its clock at the report, in ns): a
+	// report older than the one on record arrived late and is ignored.
+	Seq         int64     `json:"seq,omitempty"`
 	Updated     time.Time `json:"updated"`
 	StepStarted time.Time `json:"step_started"`
 }

@@ -233,6 +233,9 @@ func (s *State) progress(c Command, at time.Time) error {
 	if p.Phase.Terminal() {
 		return fmt.Errorf("plan %s has ended (%s): progress of %s ignored", p.ID, p.Phase, c.HostID)
 	}
+	if c.Progress.Seq != 0 && c.Progress.Seq < h.Seq {
+		return nil // overtaken by a later report already on record
+	}
 	next := *c.Progress
 	if next.Step != h.Step {
 		next.StepStarted = at

@@ -206,3 +206,29 @@ func TestCompareVersions(t *testing.T) {
 		}
 	}
 }
+
+// A host's report that arrives after a later one (pubsub does not keep order)
+// must not move the host back.
+func TestLateProgressIsIgnored(t *testing.T) {
+	s := threeHosts(t)
+	if err := s.Apply(Command{Op: OpPropose, Announcement: announcement("p1", "1.1.6")}, t0); err != nil {
+		t.Fatal(err)
+	}
+	report := func(step Step, seq int64) {
+		t.Helper()
+		if err := s.Apply(Command{Op: OpProgress, PlanID: "p1", HostID: "A",
+			Progress: &HostProgress{Step: step, Seq: seq}}, t0.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report(StepPreparing, 10)
+	report(StepPrepared, 20)
+	report(StepPreparing, 15) // late
+	if got := s.Plans["p1"].Hosts["A"].Step; got != StepPrepared {
+		t.Fatalf("host A is %s after a late report, want %s", got, StepPrepared)
+	}
+	report(StepPreparing, 0) // unordered reports still apply
+	if got := s.Plans["p1"].Hosts["A"].Step; got != StepPreparing {
+		t.Fatalf("a report without order was ignored: host A is %s", got)
+	}
+}
