@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/upgraded/upgraded/internal/atomicfile"
 	"github.com/upgraded/upgraded/internal/control"
 	"github.com/upgraded/upgraded/sidecar/agent"
 )
@@ -54,39 +55,10 @@ func (d *Daemon) saveRecovery(rec *recoveryRecord) error {
 		return fmt.Errorf("creating %s: %w", d.recoveriesDir(), err)
 	}
 	path := filepath.Join(d.recoveriesDir(), rec.Report.ID+".json")
-	if err := writeFileSynced(path, b); err != nil {
+	if err := atomicfile.Write(path, b); err != nil {
 		return fmt.Errorf("recording where recovery %s stands: %w", rec.Report.ID, err)
 	}
 	return nil
-}
-
-// writeFileSynced writes path through a synced temporary file renamed over it, then syncs the folder.
-func writeFileSynced(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	dir, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	return dir.Sync()
 }
 
 // unfinishedRecovery is the newest recovery this daemon recorded and did not end, or nil.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/upgraded/upgraded/internal/atomicfile"
 	"github.com/upgraded/upgraded/sidecar/stage"
 )
 
@@ -72,25 +73,10 @@ func (s *Store) SetOrigin(version string, digests []string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("recording the origin of version %s: %w", version, err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+version+".*")
-	if err != nil {
+	if err := atomicfile.Write(s.originPath(version), data); err != nil {
 		return fmt.Errorf("recording the origin of version %s: %w", version, err)
 	}
-	_, werr := tmp.Write(data)
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp.Name(), s.originPath(version))
-	}
-	if werr != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("recording the origin of version %s: %w", version, werr)
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // Replace installs other bytes under a version already installed, which must
