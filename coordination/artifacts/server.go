@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -14,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/zap"
 
+	"github.com/upgraded/upgraded/coordination/p2p"
 	"github.com/upgraded/upgraded/sidecar/stage"
 )
 
@@ -75,11 +75,7 @@ type Server struct {
 	log   *zap.Logger
 	slots chan struct{}
 
-	ctx    context.Context // ends at Close: cuts the uploads under way
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	closed bool
+	svc *p2p.Service
 }
 
 // Serve registers the protocol handler on cfg.Host.
@@ -89,36 +85,16 @@ func Serve(cfg ServerConfig) (*Server, error) {
 	}
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, log: cfg.Log.Named("artifacts"), slots: make(chan struct{}, cfg.MaxUploads)}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	cfg.Host.SetStreamHandler(Protocol, s.handle)
+	s.svc = p2p.ServeProtocol(cfg.Host, Protocol, s.handle)
 	return s, nil
 }
 
 // Close stops serving, cuts the uploads under way and waits for them; safe twice.
-func (s *Server) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	s.mu.Unlock()
-	s.cfg.Host.RemoveStreamHandler(Protocol)
-	s.cancel()
-	s.wg.Wait()
-}
+func (s *Server) Close() { s.svc.Close() }
 
-func (s *Server) handle(st network.Stream) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		_ = st.Reset()
-		return
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer s.wg.Done()
-	stop := context.AfterFunc(s.ctx, func() { _ = st.Reset() })
+// handle answers one request; ctx ends at Close, which cuts the upload.
+func (s *Server) handle(ctx context.Context, st network.Stream) {
+	stop := context.AfterFunc(ctx, func() { _ = st.Reset() })
 	defer stop()
 	from := st.Conn().RemotePeer()
 	_ = st.SetDeadline(time.Now().Add(s.cfg.RequestTimeout))

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -17,6 +16,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"go.uber.org/zap"
+
+	"github.com/upgraded/upgraded/coordination/p2p"
 )
 
 // Protocol is the stream protocol of recovery requests.
@@ -52,12 +53,8 @@ type Config struct {
 
 // Server answers recovery requests until Close.
 type Server struct {
-	cfg    Config
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	closed bool
+	cfg Config
+	svc *p2p.Service
 }
 
 // Serve registers the protocol on cfg.Host.
@@ -69,35 +66,15 @@ func Serve(cfg Config) (*Server, error) {
 		cfg.Timeout = 10 * time.Minute
 	}
 	s := &Server{cfg: cfg}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	cfg.Host.SetStreamHandler(Protocol, s.handleStream)
+	s.svc = p2p.ServeProtocol(cfg.Host, Protocol, s.handleStream)
 	return s, nil
 }
 
 // Close stops taking requests and waits for those being answered; safe twice.
-func (s *Server) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	s.mu.Unlock()
-	s.cfg.Host.RemoveStreamHandler(Protocol)
-	s.cancel()
-	s.wg.Wait()
-}
+func (s *Server) Close() { s.svc.Close() }
 
-func (s *Server) handleStream(st network.Stream) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		_ = st.Reset()
-		return
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer s.wg.Done()
+// handleStream answers one request; ctx ends at Close.
+func (s *Server) handleStream(ctx context.Context, st network.Stream) {
 	defer st.Close()
 	_ = st.SetDeadline(time.Now().Add(s.cfg.Timeout + 5*time.Second))
 	from := st.Conn().RemotePeer()
@@ -111,7 +88,7 @@ func (s *Server) handleStream(st network.Stream) {
 			zap.Stringer("from", from), zap.String("op", req.Op))
 		resp.Error = "refused: " + from.String() + " is not a daemon of this cluster"
 	default:
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 		out, err := s.cfg.Handle(ctx, from, req.Op, req.Args)
 		cancel()
 		resp = encode(out, err)
