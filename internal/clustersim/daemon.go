@@ -43,6 +43,8 @@ type daemon struct {
 	state     *pinState
 	peers     *peerBook
 	client    *http.Client
+	advMu     sync.Mutex
+	adv       *advert // cached for sync answers
 	loaded    atomic.Bool
 	ready     chan struct{} // closed once loaded
 	// rest and cluster listeners, known once started.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -203,5 +204,81 @@ func rewriteCRDTPeers(t *testing.T, dir, secret, first string) {
 	b, _ = json.Marshal(m)
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An idle sync answer leaves out the info and address list the asking peer
+// already holds (named by the tags it sends back), and carries them again
+// when they differ.
+func TestSyncLeavesOutWhatTheAskerHolds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p := ProfileFor("1.1.6")
+	var first, secret, cluster0, api0 string
+	errs := make([]chan error, 2)
+	dctx, stop := context.WithCancel(ctx)
+	for i := range errs {
+		dir := filepath.Join(t.TempDir(), fmt.Sprint(i))
+		var out bytes.Buffer
+		if code := RunService(ctx, []string{"-c", dir, "init", "--randomports", "--consensus", "crdt"}, IO{Stdout: &out, Stderr: &out}, p, ""); code != 0 {
+			t.Fatalf("init: %s", out.String())
+		}
+		cfg, err := LoadServiceConfig(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := LoadIdentity(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first, secret = cfg.Cluster.ListenMultiaddress[0]+"/p2p/"+id.ID, cfg.Cluster.Secret
+			ca, _ := ParseAddr(cfg.Cluster.ListenMultiaddress[0])
+			aa, _ := ParseAddr(cfg.API.RestAPI.HTTPListenMultiaddress)
+			cluster0, api0 = ca.HostPort(), "http://"+aa.HostPort()
+		} else {
+			rewriteCRDTPeers(t, dir, secret, first)
+		}
+		errs[i] = make(chan error, 1)
+		go func() {
+			errs[i] <- RunDaemon(dctx, DaemonOptions{Dir: dir, Profile: p, LoadDelay: 50 * time.Millisecond, Log: zap.NewNop()})
+		}()
+	}
+	defer func() {
+		stop()
+		for i := range errs {
+			if err := <-errs[i]; err != nil {
+				t.Errorf("peer %d: %v", i, err)
+			}
+		}
+	}()
+	if err := poll(ctx, func() bool { return countPeers(ctx, api0) == 2 }); err != nil {
+		t.Fatalf("peer 0 never listed both peers: %v", err)
+	}
+	ask := func(infoTag, knownTag string) syncResponse {
+		t.Helper()
+		q := url.Values{"info_tag": {infoTag}, "known_tag": {knownTag}}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+cluster0+"/_sim/sync?"+q.Encode(), nil)
+		req.Header.Set(headerSecret, secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var sr syncResponse
+		if err := json.NewDecoder(resp.Body).Decode(&sr); err != nil {
+			t.Fatal(err)
+		}
+		return sr
+	}
+	full := ask("", "")
+	if len(full.Info) == 0 || len(full.Known) == 0 || full.InfoTag == "" || full.KnownTag == "" {
+		t.Fatalf("a first sync answer lacks info or addresses: %+v", full)
+	}
+	if idle := ask(full.InfoTag, full.KnownTag); len(idle.Info) != 0 || len(idle.Known) != 0 {
+		t.Fatalf("an answer to a peer holding both tags repeats them: info %s, known %v", idle.Info, idle.Known)
+	}
+	if stale := ask("stale", "stale"); len(stale.Info) == 0 || len(stale.Known) == 0 {
+		t.Fatalf("an answer to a peer holding other content leaves it out: %+v", stale)
 	}
 }

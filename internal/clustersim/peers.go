@@ -35,9 +35,13 @@ type contact struct {
 	cursor    syncCursor
 }
 
+// syncCursor is where this peer stands with another: the last change pulled,
+// and the tags of the info and address list it last received from it.
 type syncCursor struct {
-	epoch string
-	last  uint64
+	epoch    string
+	last     uint64
+	infoTag  string
+	knownTag string
 }
 
 // peerBook tracks known cluster addresses and contact with them.
