@@ -98,8 +98,7 @@ type Raft struct {
 	// before a healthy non-voter replaces it.
 	VoterFailureTimeout time.Duration
 	// HeartbeatTimeout is how long a follower waits for the leader before it
-	// calls an election (also the election timeout; the leader lease is half
-	// of it). 1s suits a LAN; raise it across slow links or on hosts so
+	// calls an election (also the election timeout and the leader lease). 1s suits a LAN; raise it across slow links or on hosts so
 	// loaded that the daemon is not scheduled for a second.
 	HeartbeatTimeout time.Duration
 }

@@ -119,7 +119,11 @@ func (d *Daemon) buildNetwork(ctx context.Context) error {
 	d.raft, err = raftnet.Start(ctx, raftnet.Config{Dir: d.cfg.RaftDir(), Node: d.node, FSM: d.fsm, Logger: d.log,
 		Bootstrap: len(d.cfg.Bootstrap) == 0, MaxVoters: d.cfg.Raft.MaxVoters, VoterFailureTimeout: d.cfg.Raft.VoterFailureTimeout,
 		HeartbeatTimeout: d.cfg.Raft.HeartbeatTimeout, ElectionTimeout: d.cfg.Raft.HeartbeatTimeout,
-		LeaderLeaseTimeout: d.cfg.Raft.HeartbeatTimeout / 2})
+		// A lease as long as the heartbeat timeout: with half of it, a leader
+		// on a host busy staging binaries stepped down while its voters were
+		// merely slow to answer (N=50 benchmark), and the election cost more
+		// than the lease saves.
+		LeaderLeaseTimeout: d.cfg.Raft.HeartbeatTimeout})
 	if err != nil {
 		return fmt.Errorf("starting the raft group of daemons: %w", err)
 	}
