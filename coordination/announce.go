@@ -169,7 +169,8 @@ func (c *Coordinator) handleAnnouncement(ctx context.Context, data []byte) {
 			hosts = append(hosts, m.String())
 		}
 	})
-	cmd := plan.Command{Op: plan.OpPropose, Announcement: a, Signer: signer.String(), Timeouts: &c.cfg.Timeouts, HostIDs: hosts, Envelope: data}
+	timeouts := c.cfg.Timeouts.ForHosts(len(hosts))
+	cmd := plan.Command{Op: plan.OpPropose, Announcement: a, Signer: signer.String(), Timeouts: &timeouts, HostIDs: hosts, Envelope: data}
 	if cerr != nil {
 		c.log.Warn("announcement refused", zap.String("plan", a.ID), zap.String("signer", signer.String()), zap.Error(cerr))
 		cmd = plan.Command{Op: plan.OpReject, Announcement: a, Reason: cerr.Error()}

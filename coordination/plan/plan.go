@@ -254,6 +254,24 @@ func DefaultTimeouts() Timeouts {
 	return Timeouts{Prepare: 10 * time.Minute, Switch: 5 * time.Minute, Rollback: 5 * time.Minute, Barrier: 300 * time.Millisecond}
 }
 
+// BarrierPerHost is what each host beyond three adds to a plan's barrier.
+// The leader replicates the switch to every daemon before each can arm its
+// timer, so the time for the last one to learn it grows with their number; a
+// barrier shorter than that makes the late learners stop late, and the
+// restart skew is theirs.
+const BarrierPerHost = 20 * time.Millisecond
+
+// ForHosts returns t with the barrier lengthened for a plan of n hosts: the
+// configured barrier covers three, and each host beyond adds BarrierPerHost
+// (300ms at 3 hosts, 1.24s at 50, 2.24s at 100 by default). The proposer
+// computes it, so every daemon applies the same plan whatever its version.
+func (t Timeouts) ForHosts(n int) Timeouts {
+	if n > 3 {
+		t.Barrier += time.Duration(n-3) * BarrierPerHost
+	}
+	return t
+}
+
 // begin starts an approved plan now, or schedules it for its start time:
 // the later of --at and the next opening of a maintenance window.
 func (p *Plan) begin(at time.Time) {

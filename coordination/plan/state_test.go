@@ -232,3 +232,16 @@ func TestLateProgressIsIgnored(t *testing.T) {
 		t.Fatalf("a report without order was ignored: host A is %s", got)
 	}
 }
+
+func TestBarrierGrowsWithTheHosts(t *testing.T) {
+	base := DefaultTimeouts()
+	for n, want := range map[int]time.Duration{1: base.Barrier, 3: base.Barrier, 4: base.Barrier + BarrierPerHost, 50: base.Barrier + 47*BarrierPerHost} {
+		got := base.ForHosts(n)
+		if got.Barrier != want {
+			t.Errorf("%d hosts: barrier %s, want %s", n, got.Barrier, want)
+		}
+		if got.Prepare != base.Prepare || got.Switch != base.Switch || got.Rollback != base.Rollback {
+			t.Errorf("%d hosts: other timeouts changed: %+v", n, got)
+		}
+	}
+}

@@ -37,7 +37,7 @@ func TestBootstrapUpgrade(t *testing.T) {
 				if st.Self.ID == p.Survivor {
 					// The raft trap: after peers rm the survivor's offline export is
 					// short; it must have been noticed and not trusted.
-					if note := journalValue(t, h, p.ID, "backup-offline", "note"); !strings.Contains(note, "not trusted") {
+					if note := awaitJournal(t, ctx, h, p.ID, "export-offline", "done").Data["note"]; !strings.Contains(note, "not trusted") {
 						t.Errorf("survivor's short offline export not reported: %q", note)
 					}
 					continue
@@ -212,6 +212,30 @@ func journalValue(t *testing.T, h *harness.Host, planID, step, key string) strin
 		}
 	})
 	return val
+}
+
+// awaitJournal waits (bounded by ctx) for the record of step and event in the
+// journal of host h, which may come after the plan ended, and returns it.
+func awaitJournal(t *testing.T, ctx context.Context, h *harness.Host, planID, step, event string) journalRecord {
+	t.Helper()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var found *journalRecord
+		forJournal(t, h, planID, func(r journalRecord) {
+			if r.Step == step && r.Event == event {
+				found = &r
+			}
+		})
+		if found != nil {
+			return *found
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("host %d: no %s/%s record in the journal of plan %s: %v", h.Index, step, event, planID, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 type journalRecord struct {

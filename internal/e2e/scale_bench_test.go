@@ -303,7 +303,7 @@ func planSummary(p *plan.Plan) string {
 func switchSteps(c *harness.Cluster, id string, switchAt time.Time) string {
 	// Each step runs from the record named before it to the record named after.
 	spans := []struct{ name, from, to string }{
-		{"stop", "stop/begin", "stop/done"}, {"offline backup", "stop/done", "backup-offline/done"},
+		{"stop", "stop/begin", "stop/done"}, {"state copy", "stop/done", "backup-offline/done"},
 		{"swap+migrate", "backup-offline/done", "migrate/done"}, {"start", "migrate/done", "start/done"},
 		{"verify", "start/done", "verify/done"},
 	}

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/upgraded/upgraded/coordination/plan"
 	"github.com/upgraded/upgraded/internal/clustersim/simtest"
+	"github.com/upgraded/upgraded/internal/config"
 )
 
 // TestFivePeersShareOneDownload: five daemons upgrade from a release served
@@ -38,6 +40,10 @@ func TestFivePeersShareOneDownload(t *testing.T) {
 		t.Fatalf("plan ended %s: %s", p.Phase, p.Reason)
 	}
 	requireAll(t, ctx, c, "1.1.6", 10)
+	// Five hosts learn the switch later than three: the barrier grows with them.
+	if want := config.Default("").Timeouts.Barrier + 2*plan.BarrierPerHost; p.Timeouts.Barrier != want {
+		t.Errorf("a plan of 5 hosts has a barrier of %s, want %s", p.Timeouts.Barrier, want)
+	}
 	if sent := srv.sent.Load(); sent != srv.size {
 		t.Fatalf("the artifact server sent %d bytes to 5 hosts, want one copy of the release (%d bytes)", sent, srv.size)
 	}

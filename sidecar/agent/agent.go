@@ -349,12 +349,15 @@ func (a *Agent) currentVersion(ctx context.Context) (string, error) {
 }
 
 func (a *Agent) cleanup(ctx context.Context, p *plan.Plan) error {
-	if err := os.RemoveAll(a.stagingDir(p.ID)); err != nil {
-		return fmt.Errorf("removing staged files of plan %s: %w", p.ID, err)
-	}
 	if err := a.ensureRunning(ctx); err != nil {
 		return err
 	}
 	a.log.Info("plan ended", zap.String("plan", p.ID), zap.String("phase", string(p.Phase)), zap.String("reason", p.Reason))
+	if j, err := a.cfg.Journal.Load(p.ID); err == nil {
+		a.exportStoppedState(ctx, p, j)
+	}
+	if err := os.RemoveAll(a.stagingDir(p.ID)); err != nil {
+		return fmt.Errorf("removing staged files of plan %s: %w", p.ID, err)
+	}
 	return a.cfg.Journal.Done(p.ID, jCleanup, nil)
 }

@@ -249,14 +249,39 @@ func (a *Agent) switchOver(ctx context.Context, p *plan.Plan) error {
 	return a.startAndVerify(ctx, p)
 }
 
+// recountLate bounds the pin count before the stop of a host already past
+// the switch time.
+const recountLate = 200 * time.Millisecond
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // stopAtBarrier waits for the plan's switch time and stops the peer, unless
 // the plan left the switching phase meanwhile. It reports whether it stopped.
 func (a *Agent) stopAtBarrier(ctx context.Context, p *plan.Plan, j *Entries) (bool, error) {
 	expected, _ := strconv.Atoi(j.Get(jPrepare, "backup_pins"))
-	// Count again before the stop, so pins added since the backup are expected back too.
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	wait := time.Until(p.SwitchAt)
+	if wait >= 0 {
+		a.log.Info("switch committed: this host stops its peer at the common switch time",
+			zap.String("plan", p.ID), zap.Time("at", p.SwitchAt), zap.Duration("in", wait))
+	} else {
+		a.log.Warn("this host learned of the switch after its time: it stops its peer late, which lengthens the restart skew",
+			zap.String("plan", p.ID), zap.Time("at", p.SwitchAt), zap.Duration("late", -wait))
+	}
+	// Count again before the stop, so pins added since the backup are
+	// expected back too; but never past the switch time (a host that counts
+	// while the others stop is a host that stops late): then the backup's
+	// count stands.
+	cctx, cancel := context.WithDeadline(ctx, maxTime(p.SwitchAt, time.Now().Add(recountLate)))
 	if n, err := a.cfg.API.PinCount(cctx); err == nil && n > expected {
 		expected = n
+	} else if err != nil {
+		a.log.Info("pinset not recounted before the stop; the live backup's count is expected back",
+			zap.String("plan", p.ID), zap.Int("pins", expected), zap.Error(err))
 	}
 	cancel()
 	if wait := time.Until(p.SwitchAt); wait > 0 {
@@ -293,9 +318,10 @@ func (a *Agent) stopPeer(ctx context.Context, planID string) error {
 // stateFolders are the folders of a cluster config folder that can hold the pinset.
 var stateFolders = []string{"raft", "pebble", "badger", "badger3", "leveldb"}
 
-// offlineBackup exports the stopped peer's state with its own binary and copies
-// its state folders. A short offline export is reported, never trusted: the
-// live backup and the folder copies are what a restore uses.
+// offlineBackup copies the stopped peer's state folders and fingerprints
+// them, which is all a rollback needs. It is inside the outage, so it does
+// nothing more: the offline export of that state is read from these copies
+// once the plan has ended (exportStoppedState), not while the peer is down.
 func (a *Agent) offlineBackup(ctx context.Context, p *plan.Plan, j *Entries) error {
 	if j.Done(jBackupState) {
 		return nil
@@ -303,30 +329,8 @@ func (a *Agent) offlineBackup(ctx context.Context, p *plan.Plan, j *Entries) err
 	if err := a.cfg.Journal.Begin(p.ID, jBackupState, nil); err != nil {
 		return err
 	}
-	from := j.Get(jPrepare, "from")
-	expected, _ := strconv.Atoi(j.Get(jStop, "expected_pins"))
 	peerID, _ := cluster.LoadPeerID(a.cfg.ClusterDir)
-	meta := statebackup.Meta{ClusterVersion: from, PeerID: peerID, PlanID: p.ID}
-	data := map[string]string{}
-	note := ""
-	exp := filepath.Join(a.stagingDir(p.ID), "offline-export.ndjson")
-	if err := os.MkdirAll(filepath.Dir(exp), 0o700); err != nil {
-		return fmt.Errorf("creating staging folder: %w", err)
-	}
-	bin := cluster.Binary{Path: a.cfg.Bins.ServicePathFor(from), Env: a.cfg.BinaryEnv}
-	if err := bin.StateExport(ctx, a.cfg.ClusterDir, exp); err != nil {
-		note = "offline export failed: " + err.Error()
-		a.log.Warn("offline state export failed; relying on the live backup and the state-folder copy", zap.String("plan", p.ID), zap.Error(err))
-	} else if m, err := a.cfg.Backups.AddExport(ctx, exp, statebackup.KindOfflineExport, meta); err != nil {
-		return fmt.Errorf("storing the offline export: %w", err)
-	} else {
-		data["offline"], data["offline_pins"] = m.ID, strconv.Itoa(m.Pins)
-		if m.Pins < expected {
-			note = fmt.Sprintf("offline export holds %d of %d pins: not trusted (live backup and state-folder copy kept)", m.Pins, expected)
-			a.log.Warn("offline export is short: it is kept for the record but never used to restore",
-				zap.String("plan", p.ID), zap.Int("offline_pins", m.Pins), zap.Int("live_pins", expected))
-		}
-	}
+	meta := statebackup.Meta{ClusterVersion: j.Get(jPrepare, "from"), PeerID: peerID, PlanID: p.ID}
 	var present, copies []string
 	for _, f := range stateFolders {
 		dir := filepath.Join(a.cfg.ClusterDir, f)
@@ -344,12 +348,8 @@ func (a *Agent) offlineBackup(ctx context.Context, p *plan.Plan, j *Entries) err
 	if err != nil {
 		return err
 	}
-	data["folders"], data["copies"], data["fingerprint"] = strings.Join(present, ","), strings.Join(copies, ","), fp
-	if note != "" {
-		data["note"] = note
-		a.report(p.ID, func(hp *plan.HostProgress) { hp.Detail = note })
-	}
-	return a.cfg.Journal.Done(p.ID, jBackupState, data)
+	return a.cfg.Journal.Done(p.ID, jBackupState, map[string]string{
+		"folders": strings.Join(present, ","), "copies": strings.Join(copies, ","), "fingerprint": fp})
 }
 
 func (a *Agent) swapAndMigrate(ctx context.Context, p *plan.Plan, j *Entries) error {
