@@ -239,9 +239,19 @@ func (d *daemon) syncLoop(ctx context.Context) {
 	t := time.NewTicker(syncInterval)
 	defer t.Stop()
 	for {
+		// In parallel, like a libp2p host's streams: a peer that is shutting
+		// down and answers nothing holds up only its own sync, not the
+		// rotation through the others (at 50 peers restarting together, one
+		// such peer per tick stalled every peer's view for seconds).
+		var wg sync.WaitGroup
 		for _, a := range d.peers.due(d.syncTargets(), time.Now()) {
-			d.syncWith(ctx, a)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.syncWith(ctx, a)
+			}()
 		}
+		wg.Wait()
 		select {
 		case <-ctx.Done():
 			return
