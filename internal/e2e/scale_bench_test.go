@@ -165,7 +165,7 @@ func scaleDirDescription() string {
 // scaleTimeouts are generous: at N=100 on a shared 2-core machine everything is slow.
 func scaleTimeouts(c *config.Config) {
 	c.Timeouts.Verify = 2 * time.Minute
-	c.Timeouts.Prepare = 5 * time.Minute
+	c.Timeouts.Prepare = 10 * time.Minute // N=100 hosts stage a release each on 2 cores
 	c.Timeouts.Switch = 5 * time.Minute
 	c.Timeouts.Rollback = 5 * time.Minute
 	c.Runner.StopTimeout = 10 * time.Second
@@ -183,7 +183,7 @@ func runScale(tb testing.TB, n int) (r *scaleResult, err error) {
 			r.Failed = err.Error()
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+time.Duration(n)*6*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute+time.Duration(n)*9*time.Second)
 	defer cancel()
 	root, err := scaleRoot(tb)
 	if err != nil {
