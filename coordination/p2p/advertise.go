@@ -16,7 +16,8 @@ import (
 // peersTopic carries each daemon's own listen addresses. Daemons usually know
 // only a bootstrap peer or two; raft must reach every member by peer ID and
 // a gossipsub mesh is healthier with more links, so each daemon tells the
-// others where it listens and every daemon keeps all of them connected.
+// others where it listens; every daemon records all of them and keeps a
+// bounded set connected (see keeper).
 // Gossipsub signs messages, so a daemon can only speak for itself.
 const peersTopic = "/upgraded/peers/1.0.0"
 
@@ -79,7 +80,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// learn keeps every advertising daemon connected.
+// learn records every advertising daemon for the keeper.
 func (n *Node) learn(ctx context.Context, t *Topic) {
 	for {
 		select {

@@ -1,7 +1,9 @@
 // Package p2p is the daemons' libp2p layer: a host with a persistent identity
 // on a private network keyed by the IPFS Cluster secret, gossipsub topics with
-// validators, and a loop that keeps every known daemon connected so that
-// gossipsub keeps a mesh and raft can reach any member by peer ID.
+// validators, and a loop that keeps the bootstrap peers and a bounded,
+// well-spread set of the other daemons connected, so that gossipsub keeps a
+// connected mesh without every daemon holding a connection to every other;
+// every daemon's addresses stay known, so raft can reach any member by peer ID.
 package p2p
 
 import (
@@ -37,7 +39,11 @@ type Config struct {
 	// AdvertiseInterval is how often the node tells the others its addresses.
 	// Default 10s.
 	AdvertiseInterval time.Duration
-	Logger            *zap.Logger
+	// Keep is how many of the daemons learnt from address advertisements
+	// are kept connected, besides the bootstrap peers. At least 2; default
+	// DefaultKeep. Others are dialed only on demand.
+	Keep   int
+	Logger *zap.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -50,6 +56,9 @@ func (c *Config) setDefaults() {
 	if c.AdvertiseInterval <= 0 {
 		c.AdvertiseInterval = 10 * time.Second
 	}
+	if c.Keep == 0 {
+		c.Keep = DefaultKeep
+	}
 }
 
 func (c *Config) validate() error {
@@ -60,6 +69,8 @@ func (c *Config) validate() error {
 		return errors.New("at least one listen address is required")
 	case c.Logger == nil:
 		return errors.New("logger is required")
+	case c.Keep < 2:
+		return fmt.Errorf("keeping %d daemons connected: want at least 2, or the daemons may split into groups that cannot hear each other", c.Keep)
 	}
 	return nil
 }
@@ -86,8 +97,8 @@ type Node struct {
 }
 
 // New starts a host listening on cfg.ListenAddrs, joins gossipsub, and keeps
-// the bootstrap peers (and every daemon they lead to) connected in the
-// background until Close. Bootstrap peers being unreachable is not an error.
+// the bootstrap peers (and cfg.Keep of the daemons they lead to) connected in
+// the background until Close. Bootstrap peers being unreachable is not an error.
 func New(ctx context.Context, cfg Config) (*Node, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("starting p2p node: %w", err)
@@ -119,7 +130,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	runCtx, stopLoops := context.WithCancel(context.Background())
 	n := &Node{Host: h, PubSub: ps, cfg: cfg, stopLoops: stopLoops, stopPubSub: stopPubSub,
 		topics: map[*Topic]struct{}{}, log: cfg.Logger.Named("p2p").With(zap.Stringer("self", h.ID()))}
-	n.keep = newKeeper(h, n.log, cfg.ReconnectMin, cfg.ReconnectMax)
+	n.keep = newKeeper(h, n.log, cfg.ReconnectMin, cfg.ReconnectMax, cfg.Keep)
 	for _, ai := range bootstrap {
 		n.keep.add(ai, true)
 	}

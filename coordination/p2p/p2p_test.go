@@ -35,6 +35,7 @@ type nodeOpts struct {
 	listen    string
 	secret    []byte
 	bootstrap []string
+	keep      int
 }
 
 func startNode(t *testing.T, o nodeOpts) *Node {
@@ -52,7 +53,7 @@ func startNode(t *testing.T, o nodeOpts) *Node {
 		IdentityFile: filepath.Join(o.dir, "identity.key"), ListenAddrs: []string{o.listen},
 		Secret: o.secret, Bootstrap: o.bootstrap, Logger: zaptest.NewLogger(t),
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
-		AdvertiseInterval: 200 * time.Millisecond,
+		AdvertiseInterval: 200 * time.Millisecond, Keep: o.keep,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -146,6 +147,7 @@ func TestConfigRefusals(t *testing.T) {
 		{"short secret", func(c *Config) { c.Secret = secret(1)[:31] }},
 		{"bootstrap without peer ID", func(c *Config) { c.Bootstrap = []string{"/ip4/127.0.0.1/tcp/1"} }},
 		{"no logger", func(c *Config) { c.Logger = nil }},
+		{"keeping one daemon", func(c *Config) { c.Keep = 1 }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

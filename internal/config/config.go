@@ -36,6 +36,13 @@ type Config struct {
 	Listen        []string // multiaddrs of the daemons' swarm
 	Bootstrap     []string // other daemons to join (full /p2p multiaddrs); empty: found a new group
 	Trust         []string // peer IDs whose signed announcements are accepted
+	// ConnectedDaemons is how many of the other daemons (learnt from their
+	// address advertisements) each daemon keeps connected, besides its
+	// bootstrap peers; the rest are dialed only when needed. Each daemon's
+	// choice is a stable, well-spread one, so the daemons stay one network
+	// when any of them is down. 8 by default, at least 2; raise it only if
+	// messages are slow to reach everyone in a very large cluster.
+	ConnectedDaemons int
 	// Approvals is how many distinct trusted keys must sign a plan before it
 	// starts (the two-person rule); 1 is one operator's announcement alone.
 	Approvals int
@@ -122,12 +129,13 @@ func Default(dir string) *Config {
 				ServicePath: "/usr/local/bin/ipfs-cluster-service"}},
 		Timeouts: Timeouts{Prepare: 10 * time.Minute, Switch: 5 * time.Minute, Rollback: 5 * time.Minute,
 			Barrier: 300 * time.Millisecond, Verify: 2 * time.Minute},
-		Backups:         Backups{Interval: 0, Keep: 10},
-		Raft:            Raft{MaxVoters: 5, VoterFailureTimeout: 15 * time.Second, HeartbeatTimeout: time.Second},
-		AnnouncementTTL: time.Hour,
-		Approvals:       1,
-		ProposalTTL:     24 * time.Hour,
-		LogFormat:       "console",
+		Backups:          Backups{Interval: 0, Keep: 10},
+		Raft:             Raft{MaxVoters: 5, VoterFailureTimeout: 15 * time.Second, HeartbeatTimeout: time.Second},
+		ConnectedDaemons: 8,
+		AnnouncementTTL:  time.Hour,
+		Approvals:        1,
+		ProposalTTL:      24 * time.Hour,
+		LogFormat:        "console",
 	}
 }
 
@@ -149,6 +157,9 @@ func (c *Config) Validate() error {
 		if _, err := multiaddr.NewMultiaddr(a); err != nil {
 			errs = append(errs, fmt.Errorf("bootstrap %q: %w", a, err))
 		}
+	}
+	if c.ConnectedDaemons < 2 {
+		errs = append(errs, fmt.Errorf("connected_daemons %d: want at least 2, or the daemons may split into groups that cannot hear each other", c.ConnectedDaemons))
 	}
 	switch c.Runner.Type {
 	case RunnerExec, RunnerSystemd:
@@ -238,6 +249,7 @@ type jsonConfig struct {
 	Listen          []string     `json:"listen_multiaddress"`
 	Bootstrap       []string     `json:"bootstrap"`
 	Trust           []string     `json:"trusted_signers"`
+	Connected       int          `json:"connected_daemons"`
 	Approvals       int          `json:"approvals_required"`
 	ProposalTTL     string       `json:"proposal_ttl"`
 	Runner          jsonRunner   `json:"runner"`
@@ -292,7 +304,7 @@ func (c *Config) ToJSON() ([]byte, error) {
 		Backups: jsonBackups{Interval: c.Backups.Interval.String(), Keep: c.Backups.Keep},
 		Raft: jsonRaft{MaxVoters: c.Raft.MaxVoters, VoterFailureTimeout: c.Raft.VoterFailureTimeout.String(),
 			HeartbeatTimeout: c.Raft.HeartbeatTimeout.String()},
-		Approvals: c.Approvals, ProposalTTL: c.ProposalTTL.String(),
+		Approvals: c.Approvals, ProposalTTL: c.ProposalTTL.String(), Connected: c.ConnectedDaemons,
 		AnnouncementTTL: c.AnnouncementTTL.String(), MetricsAddress: c.MetricsAddress, Windows: nonNil(c.Windows), StopPeerOnExit: c.StopPeerOnExit, LogFormat: c.LogFormat}
 	if c.Runner.Type == RunnerDocker {
 		d := c.Runner.Docker
@@ -321,6 +333,9 @@ func (c *Config) LoadJSON(b []byte) error {
 	c.Bootstrap, c.Trust = j.Bootstrap, j.Trust
 	if j.Approvals != 0 {
 		c.Approvals = j.Approvals
+	}
+	if j.Connected != 0 {
+		c.ConnectedDaemons = j.Connected
 	}
 	if j.Runner.Type != "" {
 		c.Runner.Type = j.Runner.Type

@@ -148,3 +148,38 @@ func TestDockerRunnerRoundTripAndChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectedDaemons: absent, the daemon keeps 8 others connected; a value
+// survives a save and a load; fewer than 2 is refused in words.
+func TestConnectedDaemons(t *testing.T) {
+	c := Default("/x")
+	if err := c.LoadJSON([]byte(`{"cluster_config":"/c"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if c.ConnectedDaemons != 8 || c.Validate() != nil {
+		t.Fatalf("connected daemons = %d (%v), want 8 by default", c.ConnectedDaemons, c.Validate())
+	}
+	dir := t.TempDir()
+	c = Default(dir)
+	c.ClusterConfig = "/var/lib/ipfs-cluster"
+	c.ConnectedDaemons = 12
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ConnectedDaemons != 12 {
+		t.Fatalf("connected daemons after a round trip = %d, want 12", got.ConnectedDaemons)
+	}
+	for _, bad := range []string{`1`, `-3`} {
+		c := Default("/x")
+		if err := c.LoadJSON([]byte(`{"cluster_config":"/c","connected_daemons":` + bad + `}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "connected_daemons "+bad+": want at least 2") {
+			t.Fatalf("connected_daemons %s: want a clear refusal, got %v", bad, err)
+		}
+	}
+}

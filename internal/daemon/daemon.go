@@ -100,7 +100,7 @@ func New(ctx context.Context, cfg *config.Config, bootstrap []string, log *zap.L
 func (d *Daemon) buildNetwork(ctx context.Context) error {
 	var err error
 	d.node, err = p2p.New(ctx, p2p.Config{IdentityFile: d.cfg.IdentityFile(), ListenAddrs: d.cfg.Listen,
-		Secret: d.svc.Secret, Bootstrap: d.cfg.Bootstrap, Logger: d.log})
+		Secret: d.svc.Secret, Bootstrap: d.cfg.Bootstrap, Keep: d.cfg.ConnectedDaemons, Logger: d.log})
 	if err != nil {
 		return fmt.Errorf("starting the daemons' swarm: %w", err)
 	}
