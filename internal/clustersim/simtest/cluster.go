@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,17 +33,39 @@ type Peer struct {
 func InitCluster(ctx context.Context, root string, n int, consensus string, bins Binaries) ([]Peer, error) {
 	peers := make([]Peer, n)
 	cfgs := make([]map[string]any, n)
+	used := map[int]bool{}
 	for i := range peers {
 		dir := filepath.Join(root, fmt.Sprintf("peer%d", i))
-		cmd := exec.CommandContext(ctx, bins.Service, "--config", dir, "init", "--randomports", "--consensus", consensus, "-f")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("init of %s: %w: %s", dir, err, out)
+		// Each init finds its random ports free, but not the ports another
+		// peer was given and has not bound yet: at 50 peers (250 ports drawn
+		// from 22,000) two peers sharing a port is likelier than not, and the
+		// one that restarts second cannot start. Draw again on a collision.
+		for try := 0; ; try++ {
+			cmd := exec.CommandContext(ctx, bins.Service, "--config", dir, "init", "--randomports", "--consensus", consensus, "-f")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("init of %s: %w: %s", dir, err, out)
+			}
+			p, cfg, err := readPeer(dir)
+			if err != nil {
+				return nil, err
+			}
+			ports := randomPorts(cfg)
+			clash := false
+			for _, port := range ports {
+				clash = clash || used[port]
+			}
+			if clash && try < 20 {
+				continue
+			}
+			if clash {
+				return nil, fmt.Errorf("init of %s: no ports apart from the other peers' after %d tries", dir, try+1)
+			}
+			for _, port := range ports {
+				used[port] = true
+			}
+			peers[i], cfgs[i] = p, cfg
+			break
 		}
-		p, cfg, err := readPeer(dir)
-		if err != nil {
-			return nil, err
-		}
-		peers[i], cfgs[i] = p, cfg
 	}
 	secret := cfgs[0]["cluster"].(map[string]any)["secret"]
 	for i := range peers {
@@ -68,6 +91,34 @@ func InitCluster(ctx context.Context, root string, n int, consensus string, bins
 		}
 	}
 	return peers, nil
+}
+
+// randomPorts lists the ports of a config drawn by --randomports (from 10000
+// up; the fixed defaults such as the IPFS node's 5001 are the same in every
+// peer's config and bound by none).
+func randomPorts(v any) []int {
+	var out []int
+	switch x := v.(type) {
+	case map[string]any:
+		for _, e := range x {
+			out = append(out, randomPorts(e)...)
+		}
+	case []any:
+		for _, e := range x {
+			out = append(out, randomPorts(e)...)
+		}
+	case string:
+		if i := strings.Index(x, "/tcp/"); i >= 0 {
+			rest := x[i+len("/tcp/"):]
+			if j := strings.IndexByte(rest, '/'); j >= 0 {
+				rest = rest[:j]
+			}
+			if port, err := strconv.Atoi(rest); err == nil && port >= 10000 {
+				out = append(out, port)
+			}
+		}
+	}
+	return out
 }
 
 // EditConfig changes a peer's service.json through edit.
