@@ -92,7 +92,7 @@ func survivesDeath(n, keep, dead int) bool {
 // The union of every daemon's choices stays connected when any one daemon
 // dies, for the sizes the daemons run at; keeping a single daemon would not.
 func TestKeptGraphSurvivesAnyOneDeath(t *testing.T) {
-	for _, tc := range []struct{ n, keep int }{{5, 2}, {14, 3}, {50, DefaultKeep}, {100, DefaultKeep}} {
+	for _, tc := range []struct{ n, keep int }{{5, 2}, {14, 3}, {50, 8}, {100, 8}} {
 		for dead := range tc.n {
 			if !survivesDeath(tc.n, tc.keep, dead) {
 				t.Fatalf("n=%d keep=%d: with daemon %d dead, the others split into groups", tc.n, tc.keep, dead)

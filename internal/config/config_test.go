@@ -149,15 +149,15 @@ func TestDockerRunnerRoundTripAndChecks(t *testing.T) {
 	}
 }
 
-// TestConnectedDaemons: absent, the daemon keeps 8 others connected; a value
+// TestConnectedDaemons: absent, the daemon keeps 128 others connected; a value
 // survives a save and a load; fewer than 2 is refused in words.
 func TestConnectedDaemons(t *testing.T) {
 	c := Default("/x")
 	if err := c.LoadJSON([]byte(`{"cluster_config":"/c"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if c.ConnectedDaemons != 8 || c.Validate() != nil {
-		t.Fatalf("connected daemons = %d (%v), want 8 by default", c.ConnectedDaemons, c.Validate())
+	if c.ConnectedDaemons != 128 || c.Validate() != nil {
+		t.Fatalf("connected daemons = %d (%v), want 128 by default", c.ConnectedDaemons, c.Validate())
 	}
 	dir := t.TempDir()
 	c = Default(dir)
