@@ -75,46 +75,8 @@ func TestLargeCRDTClusterSeesEveryPeer(t *testing.T) {
 	const n = 2*syncFanout + 2
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	p := ProfileFor("1.1.6")
-	apis := make([]string, n)
-	stops := make([]context.CancelFunc, n)
-	errs := make([]chan error, n)
-	var first, secret string
-	for i := 0; i < n; i++ {
-		dir := filepath.Join(t.TempDir(), fmt.Sprint(i))
-		var out bytes.Buffer
-		if code := RunService(ctx, []string{"-c", dir, "init", "--randomports", "--consensus", "crdt"}, IO{Stdout: &out, Stderr: &out}, p, ""); code != 0 {
-			t.Fatalf("init: %s", out.String())
-		}
-		cfg, err := LoadServiceConfig(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		id, err := LoadIdentity(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			first, secret = cfg.Cluster.ListenMultiaddress[0]+"/p2p/"+id.ID, cfg.Cluster.Secret
-		} else {
-			rewriteCRDTPeers(t, dir, secret, first)
-		}
-		a, _ := ParseAddr(cfg.API.RestAPI.HTTPListenMultiaddress)
-		apis[i] = "http://" + a.HostPort()
-		dctx, stop := context.WithCancel(ctx)
-		stops[i], errs[i] = stop, make(chan error, 1)
-		go func() {
-			errs[i] <- RunDaemon(dctx, DaemonOptions{Dir: dir, Profile: p, LoadDelay: 50 * time.Millisecond, Log: zap.NewNop()})
-		}()
-	}
-	defer func() {
-		for i := range stops {
-			stops[i]()
-			if err := <-errs[i]; err != nil {
-				t.Errorf("peer %d: %v", i, err)
-			}
-		}
-	}()
+	peers := startCRDTPeers(t, ctx, n)
+	apis := peers.apis
 	everyPeerLists := func(want int, peers []int) func() bool {
 		return func() bool {
 			for _, i := range peers {
@@ -148,11 +110,9 @@ func TestLargeCRDTClusterSeesEveryPeer(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("pin did not reach every peer: %v", err)
 	}
-	stops[n-1]()
-	if err := <-errs[n-1]; err != nil {
+	if err := peers.stop(n - 1); err != nil {
 		t.Fatal(err)
 	}
-	errs[n-1] <- nil // for the deferred wait
 	if err := poll(ctx, everyPeerLists(n-1, all[:n-1])); err != nil {
 		t.Fatalf("a stopped peer stayed listed: %v", err)
 	}
@@ -213,45 +173,8 @@ func rewriteCRDTPeers(t *testing.T, dir, secret, first string) {
 func TestSyncLeavesOutWhatTheAskerHolds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	p := ProfileFor("1.1.6")
-	var first, secret, cluster0, api0 string
-	errs := make([]chan error, 2)
-	dctx, stop := context.WithCancel(ctx)
-	for i := range errs {
-		dir := filepath.Join(t.TempDir(), fmt.Sprint(i))
-		var out bytes.Buffer
-		if code := RunService(ctx, []string{"-c", dir, "init", "--randomports", "--consensus", "crdt"}, IO{Stdout: &out, Stderr: &out}, p, ""); code != 0 {
-			t.Fatalf("init: %s", out.String())
-		}
-		cfg, err := LoadServiceConfig(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		id, err := LoadIdentity(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			first, secret = cfg.Cluster.ListenMultiaddress[0]+"/p2p/"+id.ID, cfg.Cluster.Secret
-			ca, _ := ParseAddr(cfg.Cluster.ListenMultiaddress[0])
-			aa, _ := ParseAddr(cfg.API.RestAPI.HTTPListenMultiaddress)
-			cluster0, api0 = ca.HostPort(), "http://"+aa.HostPort()
-		} else {
-			rewriteCRDTPeers(t, dir, secret, first)
-		}
-		errs[i] = make(chan error, 1)
-		go func() {
-			errs[i] <- RunDaemon(dctx, DaemonOptions{Dir: dir, Profile: p, LoadDelay: 50 * time.Millisecond, Log: zap.NewNop()})
-		}()
-	}
-	defer func() {
-		stop()
-		for i := range errs {
-			if err := <-errs[i]; err != nil {
-				t.Errorf("peer %d: %v", i, err)
-			}
-		}
-	}()
+	peers := startCRDTPeers(t, ctx, 2)
+	secret, cluster0, api0 := peers.secret, peers.clusters[0], peers.apis[0]
 	if err := poll(ctx, func() bool { return countPeers(ctx, api0) == 2 }); err != nil {
 		t.Fatalf("peer 0 never listed both peers: %v", err)
 	}
@@ -281,4 +204,70 @@ func TestSyncLeavesOutWhatTheAskerHolds(t *testing.T) {
 	if stale := ask("stale", "stale"); len(stale.Info) == 0 || len(stale.Known) == 0 {
 		t.Fatalf("an answer to a peer holding other content leaves it out: %+v", stale)
 	}
+}
+
+// crdtPeers are crdt peers of 1.1.6 run in this process, every one pointed
+// at the first; those still running are stopped when the test ends.
+type crdtPeers struct {
+	apis     []string // REST API URLs
+	clusters []string // cluster listen host:port
+	secret   string
+	stops    []context.CancelFunc
+	errs     []chan error
+	stopped  []bool
+}
+
+func startCRDTPeers(t *testing.T, ctx context.Context, n int) *crdtPeers {
+	t.Helper()
+	p := ProfileFor("1.1.6")
+	c := &crdtPeers{stopped: make([]bool, n)}
+	root := t.TempDir() // before the cleanup below, which must run first
+	t.Cleanup(func() {
+		for i := range c.stops {
+			if err := c.stop(i); err != nil {
+				t.Errorf("peer %d: %v", i, err)
+			}
+		}
+	})
+	var first string
+	for i := 0; i < n; i++ {
+		dir := filepath.Join(root, fmt.Sprint(i))
+		var out bytes.Buffer
+		if code := RunService(ctx, []string{"-c", dir, "init", "--randomports", "--consensus", "crdt"}, IO{Stdout: &out, Stderr: &out}, p, ""); code != 0 {
+			t.Fatalf("init: %s", out.String())
+		}
+		cfg, err := LoadServiceConfig(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := LoadIdentity(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first, c.secret = cfg.Cluster.ListenMultiaddress[0]+"/p2p/"+id.ID, cfg.Cluster.Secret
+		} else {
+			rewriteCRDTPeers(t, dir, c.secret, first)
+		}
+		api, _ := ParseAddr(cfg.API.RestAPI.HTTPListenMultiaddress)
+		cl, _ := ParseAddr(cfg.Cluster.ListenMultiaddress[0])
+		c.apis, c.clusters = append(c.apis, "http://"+api.HostPort()), append(c.clusters, cl.HostPort())
+		dctx, stop := context.WithCancel(ctx)
+		errs := make(chan error, 1)
+		c.stops, c.errs = append(c.stops, stop), append(c.errs, errs)
+		go func() {
+			errs <- RunDaemon(dctx, DaemonOptions{Dir: dir, Profile: p, LoadDelay: 50 * time.Millisecond, Log: zap.NewNop()})
+		}()
+	}
+	return c
+}
+
+// stop stops peer i, once, and returns how it ended.
+func (c *crdtPeers) stop(i int) error {
+	if c.stopped[i] {
+		return nil
+	}
+	c.stopped[i] = true
+	c.stops[i]()
+	return <-c.errs[i]
 }
