@@ -69,11 +69,8 @@ func (d *Daemon) exportFolderCopy(ctx context.Context, store *statebackup.Store,
 		return nil, err
 	}
 	scratch := filepath.Join(d.cfg.StagingDir(), "recover", m.ID+".read")
-	if err := os.RemoveAll(scratch); err != nil {
-		return nil, fmt.Errorf("clearing %s: %w", scratch, err)
-	}
 	defer os.RemoveAll(scratch)
-	if err := d.scratchConfig(scratch); err != nil {
+	if err := cluster.ScratchConfig(d.cfg.ClusterConfig, scratch); err != nil {
 		return nil, err
 	}
 	folder := filepath.Join(scratch, plainFolderName(m.Folder))
@@ -103,24 +100,6 @@ func (d *Daemon) exportFolderCopy(ctx context.Context, store *statebackup.Store,
 	d.log.Info("state-folder copy read with the version that wrote it", zap.String("recovery", recovery),
 		zap.String("copy", m.ID), zap.String("version", version), zap.Int("pins", e.Pins), zap.String("export", e.ID))
 	return store.Verify(ctx, e.ID)
-}
-
-// scratchConfig makes dir a config folder that offline state commands accept: the peer's service.json and
-// identity.json, nothing else.
-func (d *Daemon) scratchConfig(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("creating %s: %w", dir, err)
-	}
-	for _, f := range []string{"service.json", "identity.json"} {
-		b, err := os.ReadFile(filepath.Join(d.cfg.ClusterConfig, f))
-		if err != nil {
-			return fmt.Errorf("copying the peer's %s to read a state-folder copy: %w", f, err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
-			return fmt.Errorf("copying the peer's %s to read a state-folder copy: %w", f, err)
-		}
-	}
-	return nil
 }
 
 // plainFolderName is the name a copied folder had in use: pebble.replaced-... was pebble.

@@ -39,16 +39,15 @@ func (a *Agent) exportStoppedState(ctx context.Context, p *plan.Plan, j *Entries
 		return
 	}
 	data, err := a.exportCopies(ctx, p, j)
-	if err != nil {
-		if ctx.Err() != nil {
-			return // the daemon is stopping: tried again at its next start
-		}
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return // the daemon is stopping: tried again at its next start
+	case err != nil:
 		data = map[string]string{"note": "offline export failed: " + err.Error()}
 		log.Warn("offline export of the stopped state failed; the live backup and the state-folder copies are kept", zap.Error(err))
-	}
-	if note := data["note"]; note != "" && err == nil {
-		log.Warn(note)
-	} else if err == nil {
+	case data["note"] != "":
+		log.Warn(data["note"])
+	default:
 		log.Info("offline export of the stopped state stored", zap.String("backup", data["offline"]), zap.String("pins", data["offline_pins"]))
 	}
 	if err := a.cfg.Journal.Done(p.ID, jExport, data); err != nil {
@@ -62,21 +61,9 @@ func (a *Agent) exportCopies(ctx context.Context, p *plan.Plan, j *Entries) (map
 		return nil, fmt.Errorf("version %q, which wrote the state, is no longer installed", from)
 	}
 	scratch := filepath.Join(a.stagingDir(p.ID), "offline-read")
-	if err := os.RemoveAll(scratch); err != nil {
-		return nil, fmt.Errorf("clearing %s: %w", scratch, err)
-	}
 	defer os.RemoveAll(scratch)
-	if err := os.MkdirAll(scratch, 0o700); err != nil {
-		return nil, fmt.Errorf("creating %s: %w", scratch, err)
-	}
-	for _, f := range []string{"service.json", "identity.json"} {
-		b, err := os.ReadFile(filepath.Join(a.cfg.ClusterDir, f))
-		if err != nil {
-			return nil, fmt.Errorf("copying the peer's %s to read the state copies: %w", f, err)
-		}
-		if err := os.WriteFile(filepath.Join(scratch, f), b, 0o600); err != nil {
-			return nil, fmt.Errorf("copying the peer's %s to read the state copies: %w", f, err)
-		}
+	if err := cluster.ScratchConfig(a.cfg.ClusterDir, scratch); err != nil {
+		return nil, err
 	}
 	for _, kv := range splitList(j.Get(jBackupState, "copies")) {
 		folder, id, ok := strings.Cut(kv, "=")
