@@ -22,10 +22,8 @@ import (
 // Topics and envelope types of the daemons' swarm.
 const (
 	AnnounceTopic = "/upgraded/announce/1"
-	ProgressTopic = "/upgraded/progress/1"
 	ApprovalTopic = "/upgraded/approval/1"
 	AnnounceType  = plan.AnnounceType
-	ProgressType  = "upgraded/progress/v1"
 )
 
 // NewAnnouncement fills an announcement's id and validity window.

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/zap"
 
@@ -28,8 +27,7 @@ type Config struct {
 	Node     *p2p.Node
 	Raft     *raftnet.Raft
 	FSM      *plan.FSM
-	Key      crypto.PrivKey // the daemon's identity, signs its progress reports
-	Trusted  []peer.ID      // operator keys whose announcements are accepted
+	Trusted  []peer.ID // operator keys whose announcements are accepted
 	Timeouts plan.Timeouts
 	// HostInfo returns this host's record for the plan state (version read from the local peer).
 	HostInfo func(ctx context.Context) (plan.Host, error)
@@ -52,7 +50,6 @@ type Coordinator struct {
 	trusted map[peer.ID]bool
 
 	announce *p2p.Topic
-	progress *p2p.Topic
 	approval *p2p.Topic
 
 	mu      sync.Mutex
@@ -62,8 +59,8 @@ type Coordinator struct {
 
 // New checks cfg and joins the daemons' topics.
 func New(cfg Config) (*Coordinator, error) {
-	if cfg.Node == nil || cfg.Raft == nil || cfg.FSM == nil || cfg.Key == nil || cfg.HostInfo == nil || cfg.Log == nil {
-		return nil, errors.New("coordination: node, raft, fsm, key, host info and logger are required")
+	if cfg.Node == nil || cfg.Raft == nil || cfg.FSM == nil || cfg.HostInfo == nil || cfg.Log == nil {
+		return nil, errors.New("coordination: node, raft, fsm, host info and logger are required")
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -76,15 +73,13 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	c := &Coordinator{cfg: cfg, log: cfg.Log.Named("coordination"), trusted: map[peer.ID]bool{},
 		pending: map[string]plan.HostProgress{}, wake: make(chan struct{}, 1)}
+	cfg.Raft.CheckForwarded(checkForwarded)
 	for _, id := range cfg.Trusted {
 		c.trusted[id] = true
 	}
 	var err error
 	if c.announce, err = cfg.Node.Topic(AnnounceTopic, c.validateAnnouncement); err != nil {
 		return nil, fmt.Errorf("joining the announcement topic: %w", err)
-	}
-	if c.progress, err = cfg.Node.Topic(ProgressTopic, c.validateProgress); err != nil {
-		return nil, fmt.Errorf("joining the progress topic: %w", err)
 	}
 	if c.approval, err = cfg.Node.Topic(ApprovalTopic, c.validateApproval); err != nil {
 		return nil, fmt.Errorf("joining the approval topic: %w", err)
@@ -95,7 +90,7 @@ func New(cfg Config) (*Coordinator, error) {
 // Run serves the topics, registration, progress delivery and deadlines until ctx ends.
 func (c *Coordinator) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){c.announcements, c.progressIn, c.progressOut, c.housekeeping, c.approvals} {
+	for _, loop := range []func(context.Context){c.announcements, c.progressOut, c.housekeeping, c.approvals} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -104,7 +99,6 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	c.announce.Close()
-	c.progress.Close()
 	c.approval.Close()
 	return nil
 }
@@ -206,15 +200,8 @@ func (c *Coordinator) enforceDeadline(ctx context.Context) {
 	}
 }
 
-// progressMsg is a host's progress report as it travels on the progress topic.
-type progressMsg struct {
-	PlanID   string            `json:"plan_id"`
-	HostID   string            `json:"host_id"`
-	Progress plan.HostProgress `json:"progress"`
-}
-
-// Report implements agent.Reporter: the latest progress per plan is published
-// until the plan state shows it (or the plan ended).
+// Report implements agent.Reporter: the latest progress per plan is sent to
+// the raft leader until the leader has applied it (or the plan ended).
 func (c *Coordinator) Report(planID string, p plan.HostProgress) {
 	c.mu.Lock()
 	p.Seq = c.cfg.Clock().UnixNano()
@@ -229,10 +216,21 @@ func (c *Coordinator) Report(planID string, p plan.HostProgress) {
 	}
 }
 
-// progressOut publishes pending reports, and again every half second until
-// the plan state reflects them.
+// progressRetry is how soon a report the leader did not take is sent again.
+const progressRetry = 500 * time.Millisecond
+
+// progressOut sends each plan's latest pending report to the raft leader as
+// a progress command, and again every progressRetry until one is applied.
+//
+// A report goes to the leader alone (raftnet forwards the command over the
+// one libp2p stream, whose authenticated peer the leader holds to the
+// reported host, see checkForwarded). It used to be published on a pubsub
+// topic that every daemon validated; at 50 hosts, with every host re-sending
+// until its own copy of the state showed the report, that traffic took most
+// of the machine and verified reports reached the state up to a minute late.
+// Reports made while one is on its way coalesce: only the latest is sent.
 func (c *Coordinator) progressOut(ctx context.Context) {
-	t := time.NewTicker(500 * time.Millisecond)
+	t := time.NewTicker(progressRetry)
 	defer t.Stop()
 	me := c.cfg.Node.ID().String()
 	for {
@@ -243,16 +241,12 @@ func (c *Coordinator) progressOut(ctx context.Context) {
 		}
 		c.mu.Unlock()
 		for id, p := range todo {
-			if c.applied(id, me, p) {
+			if c.applied(id, me, p) || c.deliver(ctx, id, me, p) {
 				c.mu.Lock()
-				if cur, ok := c.pending[id]; ok && sameProgress(cur, p) {
+				if cur, ok := c.pending[id]; ok && cur.Seq == p.Seq {
 					delete(c.pending, id)
 				}
 				c.mu.Unlock()
-				continue
-			}
-			if err := c.publishProgress(ctx, id, me, p); err != nil && ctx.Err() == nil {
-				c.log.Debug("publishing progress", zap.String("plan", id), zap.Error(err))
 			}
 		}
 		select {
@@ -264,16 +258,27 @@ func (c *Coordinator) progressOut(ctx context.Context) {
 	}
 }
 
-func (c *Coordinator) publishProgress(ctx context.Context, planID, me string, p plan.HostProgress) error {
-	b, err := json.Marshal(progressMsg{PlanID: planID, HostID: me, Progress: p})
-	if err != nil {
-		return fmt.Errorf("encoding progress: %w", err)
+// deliver applies one report through the raft leader. It reports whether
+// the report needs no further sending: applied, or refused for good (the
+// plan has ended or does not know this host).
+func (c *Coordinator) deliver(ctx context.Context, planID, me string, p plan.HostProgress) bool {
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := c.cfg.Raft.Apply(actx, plan.Command{Op: plan.OpProgress, PlanID: planID, HostID: me, Progress: &p}.Encode())
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, raftnet.ErrRejected):
+		c.log.Info("the plan state did not take this host's report", zap.String("plan", planID),
+			zap.String("step", string(p.Step)), zap.Error(err))
+		return true
+	default:
+		if ctx.Err() == nil {
+			c.log.Debug("progress report not delivered yet; sending it again", zap.String("plan", planID),
+				zap.String("step", string(p.Step)), zap.Error(err))
+		}
+		return false
 	}
-	data, err := sealWith(c.cfg.Key, ProgressType, b)
-	if err != nil {
-		return err
-	}
-	return c.progress.Publish(ctx, data)
 }
 
 // applied reports whether the plan state already shows p for host, or will never take it.
@@ -300,96 +305,24 @@ func sameProgress(a, b plan.HostProgress) bool {
 		a.Version == b.Version && (b.Error == "" || a.Error == b.Error)
 }
 
-// progressIn applies the progress reports it receives, on the leader. Every
-// host republishes its latest report until the state shows it, so with many
-// hosts the same reports arrive again and again: they are coalesced to the
-// latest per host, and applied concurrently (raft batches concurrent applies
-// into one round trip) rather than one raft round trip per message.
-func (c *Coordinator) progressIn(ctx context.Context) {
-	q := &progressQueue{latest: map[string]progressMsg{}, kick: make(chan struct{}, 1)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.applyProgress(ctx, q)
-	}()
-	defer func() { <-done }()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case m, ok := <-c.progress.Messages():
-			if !ok {
-				return
-			}
-			if !c.cfg.Raft.IsLeader() {
-				continue
-			}
-			var pm progressMsg
-			payload, _, err := openFrom(m.Data, ProgressType)
-			if err != nil || json.Unmarshal(payload, &pm) != nil {
-				continue
-			}
-			q.put(pm)
+// checkForwarded is the leader's check of a command another daemon forwards:
+// a daemon reports only its own progress and registers only its own host
+// record. (Announcements and approvals carry operator signatures of their
+// own; the other commands are the leader's or the operator's.)
+func checkForwarded(from peer.ID, b []byte) error {
+	var cmd plan.Command
+	if err := json.Unmarshal(b, &cmd); err != nil {
+		return fmt.Errorf("malformed command: %w", err)
+	}
+	switch cmd.Op {
+	case plan.OpProgress:
+		if cmd.HostID != from.String() {
+			return fmt.Errorf("daemon %s reported progress for another host (%s)", from, cmd.HostID)
+		}
+	case plan.OpRegister:
+		if cmd.Host == nil || cmd.Host.ID != from.String() {
+			return fmt.Errorf("daemon %s sent the host record of another daemon", from)
 		}
 	}
-}
-
-// progressQueue holds the latest report received from each host of each plan.
-type progressQueue struct {
-	mu     sync.Mutex
-	latest map[string]progressMsg // by plan and host
-	kick   chan struct{}
-}
-
-func (q *progressQueue) put(pm progressMsg) {
-	key := pm.PlanID + "/" + pm.HostID
-	q.mu.Lock()
-	if old, ok := q.latest[key]; !ok || pm.Progress.Seq >= old.Progress.Seq {
-		q.latest[key] = pm
-	}
-	q.mu.Unlock()
-	select {
-	case q.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (q *progressQueue) take() map[string]progressMsg {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	out := q.latest
-	q.latest = map[string]progressMsg{}
-	return out
-}
-
-// progressApplyParallel bounds the raft applies in flight for progress.
-const progressApplyParallel = 32
-
-func (c *Coordinator) applyProgress(ctx context.Context, q *progressQueue) {
-	sem := make(chan struct{}, progressApplyParallel)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-q.kick:
-		}
-		var wg sync.WaitGroup
-		for _, pm := range q.take() {
-			if c.applied(pm.PlanID, pm.HostID, pm.Progress) {
-				continue
-			}
-			sem <- struct{}{}
-			wg.Add(1)
-			go func(pm progressMsg) {
-				defer func() { <-sem; wg.Done() }()
-				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				defer cancel()
-				p := pm.Progress
-				if _, err := c.cfg.Raft.Apply(actx, plan.Command{Op: plan.OpProgress, PlanID: pm.PlanID, HostID: pm.HostID, Progress: &p}.Encode()); err != nil {
-					c.log.Debug("applying progress", zap.String("plan", pm.PlanID), zap.String("host", pm.HostID), zap.Error(err))
-				}
-			}(pm)
-		}
-		wg.Wait()
-	}
+	return nil
 }

@@ -114,6 +114,12 @@ func (r *Raft) handleApply(from peer.ID, req applyRequest) response {
 	if !r.IsLeader() {
 		return response{Code: codeNotLeader, Error: "this daemon is not the raft leader"}
 	}
+	if check := r.forwardCheck.Load(); check != nil {
+		if err := (*check)(from, req.Command); err != nil {
+			r.log.Warn("refused a command forwarded by another daemon", zap.Stringer("peer", from), zap.Error(err))
+			return response{Code: codeRejected, Error: err.Error()}
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.RequestTimeout)
 	defer cancel()
 	out, err := r.applyLocal(ctx, req.Command)

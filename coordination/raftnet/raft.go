@@ -110,6 +110,19 @@ type Raft struct {
 
 	once    sync.Once
 	stopErr error
+
+	// forwardCheck, when set, is asked about every command another daemon
+	// forwards to this node as leader (see CheckForwarded).
+	forwardCheck atomic.Pointer[func(from peer.ID, cmd []byte) error]
+}
+
+// CheckForwarded makes the leader ask check about every command another
+// daemon forwards to it; an error refuses the command (the caller gets
+// ErrRejected). The libp2p connection has authenticated from, so check can
+// hold a daemon to what only it may say: its own progress, its own record.
+// Commands this node applies itself are not checked.
+func (r *Raft) CheckForwarded(check func(from peer.ID, cmd []byte) error) {
+	r.forwardCheck.Store(&check)
 }
 
 func (c *Config) setDefaults() {

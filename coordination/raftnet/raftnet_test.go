@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -399,5 +400,56 @@ func TestLeadershipChanges(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no leadership change reported")
+	}
+}
+
+// A leader's forward check sees every command a follower forwards, with the
+// follower's authenticated identity, and its refusal reaches the follower as
+// ErrRejected with nothing applied; the leader's own commands are not checked.
+func TestForwardCheckRefusesWhatTheSenderMayNotSay(t *testing.T) {
+	ms := cluster(t)
+	leader := leaderOf(t, ms)
+	follower := followerOf(ms, leader)
+	var mu sync.Mutex
+	var senders []peer.ID
+	for _, m := range ms { // whichever becomes leader checks
+		m.raft.CheckForwarded(func(from peer.ID, cmd []byte) error {
+			mu.Lock()
+			senders = append(senders, from)
+			mu.Unlock()
+			if want := "from " + from.String(); string(cmd) != want {
+				return fmt.Errorf("%s may only say %q", from, want)
+			}
+			return nil
+		})
+	}
+	own := "from " + follower.node.ID().String()
+	apply(t, follower, own)
+	forged := "from " + leader.node.ID().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_, err := follower.raft.Apply(ctx, []byte(forged))
+	if !errors.Is(err, ErrRejected) {
+		t.Fatalf("forwarding %q: %v, want ErrRejected", forged, err)
+	}
+	apply(t, leader, forged) // the leader's own command is not a forwarded one
+	eventually(t, 10*time.Second, "both commands everywhere", func() bool {
+		for _, m := range ms {
+			if !m.fsm.has(own, forged) {
+				return false
+			}
+		}
+		return true
+	})
+	leader.fsm.mu.Lock()
+	applied := slices.Clone(leader.fsm.cmds)
+	leader.fsm.mu.Unlock()
+	if len(applied) != 2 {
+		t.Errorf("leader applied %q, want the two accepted commands only", applied)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(senders) != 2 || senders[0] != follower.node.ID() || senders[1] != follower.node.ID() {
+		t.Errorf("check saw senders %v, want the follower twice", senders)
 	}
 }

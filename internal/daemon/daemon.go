@@ -135,11 +135,7 @@ func (d *Daemon) buildNetwork(ctx context.Context) error {
 		}
 		trusted = append(trusted, id)
 	}
-	key, err := p2p.LoadOrCreateIdentity(d.cfg.IdentityFile())
-	if err != nil {
-		return fmt.Errorf("reading the daemon identity: %w", err)
-	}
-	d.coord, err = coordination.New(coordination.Config{Node: d.node, Raft: d.raft, FSM: d.fsm, Key: key, Trusted: trusted,
+	d.coord, err = coordination.New(coordination.Config{Node: d.node, Raft: d.raft, FSM: d.fsm, Trusted: trusted,
 		Timeouts: plan.Timeouts{Prepare: d.cfg.Timeouts.Prepare, Switch: d.cfg.Timeouts.Switch,
 			Rollback: d.cfg.Timeouts.Rollback, Barrier: d.cfg.Timeouts.Barrier},
 		HostInfo: d.hostInfo, Log: d.log, OnReject: d.metrics.Rejected})
