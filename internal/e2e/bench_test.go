@@ -47,7 +47,7 @@ func BenchmarkStandardUpgrade(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		down, skew, err := journalTimes(c, id)
+		_, down, skew, err := journalTimes(c, id)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -68,12 +68,12 @@ func BenchmarkStandardUpgrade(b *testing.B) {
 
 // journalTimes reads every host's journal of plan id: first stop to last
 // verification, and last stop minus first stop.
-func journalTimes(c *harness.Cluster, id string) (downtime, skew time.Duration, err error) {
-	var firstStop, lastStop, lastVerify time.Time
+func journalTimes(c *harness.Cluster, id string) (firstStop time.Time, downtime, skew time.Duration, err error) {
+	var lastStop, lastVerify time.Time
 	for _, h := range c.Hosts {
 		f, err := os.Open(filepath.Join(h.ConfigDir, "journal", id+".jsonl"))
 		if err != nil {
-			return 0, 0, err
+			return time.Time{}, 0, 0, err
 		}
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
@@ -100,9 +100,9 @@ func journalTimes(c *harness.Cluster, id string) (downtime, skew time.Duration, 
 		f.Close()
 	}
 	if firstStop.IsZero() || lastVerify.IsZero() {
-		return 0, 0, fmt.Errorf("journals of plan %s lack a stop or a verification", id)
+		return time.Time{}, 0, 0, fmt.Errorf("journals of plan %s lack a stop or a verification", id)
 	}
-	return lastVerify.Sub(firstStop), lastStop.Sub(firstStop), nil
+	return firstStop, lastVerify.Sub(firstStop), lastStop.Sub(firstStop), nil
 }
 
 // plainScript is what an operator's script does: start the old peers, then
