@@ -12,6 +12,9 @@ import (
 // deadline: a binary that hangs there is as bad as a wrong one.
 const versionTimeout = 30 * time.Second
 
+// waitDelay: see VerifyVersion.
+const waitDelay = 10 * time.Second
+
 // VerifyVersion runs `<service> --version` and requires it to report version
 // (a leading "v" on either side is ignored). Releases print
 // "ipfs-cluster-service version 1.1.6".
@@ -22,7 +25,12 @@ func VerifyVersion(ctx context.Context, servicePath, version string) error {
 		defer cancel()
 	}
 	cmd := exec.CommandContext(ctx, servicePath, "--version")
-	cmd.WaitDelay = time.Second
+	// WaitDelay also bounds how long the copy of the output may take once the
+	// binary has exited. At one second a host too busy to schedule that copy
+	// failed its preparation (N=100 benchmark at load 300: "WaitDelay expired
+	// before I/O complete"); it only needs to stop a binary whose children
+	// keep the pipe open from holding the check forever.
+	cmd.WaitDelay = waitDelay
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("running %s --version: %w: %s", servicePath, err, strings.TrimSpace(string(out)))
