@@ -126,6 +126,23 @@ func (f *FSM) Plan(id string) *Plan {
 	return nil
 }
 
+// Latest returns a copy of the plan in progress or, when none is, of the most
+// recent plan; nil when there has been none. It copies that one plan only:
+// the agent asks every second, and copying the whole state (every host and
+// every past plan) each time was a large part of an idle daemon's work.
+func (f *FSM) Latest() *Plan {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	p := f.state.CurrentPlan()
+	if p == nil && f.state.Last != "" {
+		p = f.state.Plans[f.state.Last]
+	}
+	if p == nil {
+		return nil
+	}
+	return p.Clone()
+}
+
 // Subscribe returns a channel that receives (coalesced) after every change, and a cancel func.
 func (f *FSM) Subscribe() (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)

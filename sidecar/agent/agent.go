@@ -32,6 +32,8 @@ type Reporter interface {
 // PlanSource is the replicated plan state (coordination/plan.FSM).
 type PlanSource interface {
 	Plan(id string) *plan.Plan
+	// Latest is the plan in progress, else the most recent one, else nil.
+	Latest() *plan.Plan
 	State() *plan.State
 	Subscribe() (<-chan struct{}, func())
 }
@@ -237,11 +239,7 @@ type taskResult struct {
 
 // next returns the plan to work on and the action it calls for.
 func (a *Agent) next() (*plan.Plan, action) {
-	st := a.cfg.Plans.State()
-	p := st.CurrentPlan()
-	if p == nil && st.Last != "" {
-		p = st.Plans[st.Last]
-	}
+	p := a.cfg.Plans.Latest()
 	if p == nil {
 		return nil, actNone
 	}
