@@ -82,6 +82,7 @@ func (r *Raft) applyLocal(ctx context.Context, cmd []byte) (json.RawMessage, err
 		}
 		return nil, fmt.Errorf("applying raft command: %w", err)
 	}
+	r.flush()
 	switch v := f.Response().(type) {
 	case nil:
 		return nil, nil
@@ -133,5 +134,39 @@ func (r *Raft) handleApply(from peer.ID, req applyRequest) response {
 	default:
 		r.log.Warn("applying a command for another daemon failed", zap.Stringer("peer", from), zap.Error(err))
 		return response{Code: codeRaft, Error: err.Error()}
+	}
+}
+
+// flush asks flushCommits to tell every member that the log is committed up
+// to the command just applied. Requests made while one is under way merge.
+func (r *Raft) flush() {
+	select {
+	case r.flushCh <- struct{}{}:
+	default:
+	}
+}
+
+// flushCommits runs on every member and acts on the leader: for each flush it
+// appends a barrier entry. hashicorp/raft sends a new entry to every member
+// at once, and with it the commit index, which now covers the command that
+// asked for the flush; members apply that command on receipt instead of at
+// the next CommitTimeout. That is what lets CommitTimeout be long (see
+// DefaultCommitTimeout) without delaying what the members see: a plan's
+// switch time, the next batch of a rolling upgrade. The barrier itself
+// changes no state.
+func (r *Raft) flushCommits() {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.flushCh:
+		}
+		if !r.IsLeader() {
+			continue
+		}
+		if err := r.R.Barrier(r.cfg.RequestTimeout).Error(); err != nil && r.ctx.Err() == nil {
+			r.log.Debug("telling the members of a commit", zap.Error(err))
+		}
 	}
 }

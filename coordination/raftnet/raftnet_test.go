@@ -182,6 +182,15 @@ func startWith(t testing.TB, dir string, sec []byte, bootstrap bool, peers []str
 // cluster starts three members: the first bootstraps, the others join it.
 func cluster(t *testing.T) []*member {
 	t.Helper()
+	return clusterWith(t, nil)
+}
+
+// clusterWith is cluster with a change to every member's raft configuration.
+func clusterWith(t *testing.T, tune func(*Config)) []*member {
+	t.Helper()
+	start := func(t testing.TB, dir string, sec []byte, bootstrap bool, peers []string) *member {
+		return startWith(t, dir, sec, bootstrap, peers, zaptest.NewLogger(t), tune)
+	}
 	first := start(t, t.TempDir(), secret(1), true, nil)
 	eventually(t, 10*time.Second, "first member leads", first.raft.IsLeader)
 	ms := []*member{first}
@@ -327,6 +336,25 @@ func TestFollowerApplyReachesAllAndSurvivesLeaderLoss(t *testing.T) {
 	applyAfterFailover(t, rest, "two")
 	for _, m := range rest {
 		eventually(t, 10*time.Second, "command after failover on both survivors", func() bool { return m.fsm.has("one", "two") })
+	}
+}
+
+// A member learns that a command is committed, and applies it, when the
+// leader tells it, which hashicorp/raft does only with its next append
+// request: at the next entry or after CommitTimeout. With CommitTimeout far
+// longer than the wait below, only the leader's flush gets the command
+// applied on the followers in time.
+func TestCommitsReachTheMembersWithoutWaitingForCommitTimeout(t *testing.T) {
+	ms := clusterWith(t, func(c *Config) { c.CommitTimeout = time.Minute })
+	leader := leaderOf(t, ms)
+	for i, via := range []*member{leader, followerOf(ms, leader)} {
+		cmd := fmt.Sprintf("cmd%d", i)
+		began := time.Now()
+		apply(t, via, cmd)
+		for _, m := range ms {
+			eventually(t, 5*time.Second, cmd+" applied on "+m.node.ID().String(), func() bool { return m.fsm.has(cmd) })
+		}
+		t.Logf("%s (applied through the %s) on every member after %v", cmd, map[bool]string{true: "leader", false: "follower"}[via == leader], time.Since(began))
 	}
 }
 
