@@ -36,8 +36,10 @@ type Config struct {
 	// ReconnectMin and ReconnectMax bound the backoff between attempts to
 	// reach a known peer that is not connected. Defaults 1s and 30s.
 	ReconnectMin, ReconnectMax time.Duration
-	// AdvertiseInterval is how often the node tells the others its addresses.
-	// Default 10s.
+	// AdvertiseInterval is how often the node tells the others its
+	// addresses while connections come and go, and the least time between
+	// two such advertisements. Without new connections the interval doubles
+	// up to 16 times this. Default 10s.
 	AdvertiseInterval time.Duration
 	// Keep is how many of the daemons learnt from address advertisements
 	// are kept connected, besides the bootstrap peers. At least 2; default

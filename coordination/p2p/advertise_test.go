@@ -1,0 +1,66 @@
+package p2p
+
+import (
+	"testing"
+	"time"
+)
+
+// fire runs the schedule like advertise does, for the span of d from start,
+// with new connections at the given offsets, and returns the offsets at
+// which it advertised.
+func fire(start time.Time, base, d time.Duration, conns ...time.Duration) []time.Duration {
+	s := newAdvertSchedule(start, base)
+	var out []time.Duration
+	for now := start; now.Sub(start) <= d; now = now.Add(10 * time.Millisecond) {
+		for _, c := range conns {
+			if now.Sub(start) == c {
+				s.connected(now)
+			}
+		}
+		if !now.Before(s.next) {
+			out = append(out, now.Sub(start))
+			s.published(now)
+		}
+	}
+	return out
+}
+
+func TestAdvertScheduleRateLimitsConnectionsAndBacksOff(t *testing.T) {
+	start := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+	base := time.Second
+
+	// A first connection is told at once (after the settle delay).
+	if got := fire(start, base, 2*time.Second, 300*time.Millisecond); len(got) == 0 || got[0] != 500*time.Millisecond {
+		t.Fatalf("first connection at 300ms: advertised at %v, want first at 500ms", got)
+	}
+
+	// Twenty connections within a second make one advertisement now and one
+	// a base interval later, not twenty.
+	var burst []time.Duration
+	for i := range 20 {
+		burst = append(burst, time.Duration(i)*50*time.Millisecond)
+	}
+	got := fire(start, base, 1900*time.Millisecond, burst...)
+	if len(got) != 2 || got[0] != 200*time.Millisecond || got[1] != 1200*time.Millisecond {
+		t.Fatalf("20 connections in 1s: advertised at %v, want at 200ms and 1.2s", got)
+	}
+
+	// Without connections the interval doubles up to 16 base intervals.
+	got = fire(start, base, 100*time.Second)
+	want := []time.Duration{1, 2, 4, 8, 16, 32, 48, 64, 80, 96}
+	if len(got) != len(want) {
+		t.Fatalf("idle: advertised at %v, want at %v seconds", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i]*time.Second {
+			t.Fatalf("idle: advertised at %v, want at %v seconds", got, want)
+		}
+	}
+
+	// A connection after a long quiet spell is told soon, and the interval
+	// starts over from base.
+	got = fire(start, base, 40*time.Second, 35*time.Second)
+	if len(got) != 9 || got[5] != 32*time.Second || got[6] != 35200*time.Millisecond || got[7] != 36200*time.Millisecond || got[8] != 38200*time.Millisecond {
+		t.Fatalf("connection at 35s after a quiet spell: advertised at %v, want 32s, then 35.2s, 36.2s, 38.2s", got)
+	}
+}
