@@ -406,9 +406,10 @@ type advert struct {
 
 // advertTTL is how long an advert is reused. Every peer asks every other
 // several times a second; building the /id object each time was most of an
-// idle 50-peer cluster's CPU. A tenth of a second is far below the one
-// second of contact a crdt peer needs before it is listed.
-const advertTTL = 100 * time.Millisecond
+// idle 50-peer cluster's CPU, and at a tenth of a second it still was 13%
+// of the peers' CPU. One sync interval is far below the one second of
+// contact a crdt peer needs before it is listed.
+const advertTTL = syncInterval
 
 func (d *daemon) advert() *advert {
 	d.advMu.Lock()

@@ -112,13 +112,18 @@ func (b *peerBook) setCursor(hostport string, cur syncCursor) {
 func (b *peerBook) all() []Addr {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make([]Addr, 0, len(b.contacts))
-	for _, c := range b.contacts {
+	keys := make([]string, 0, len(b.contacts)) // host:port, sorted without formatting it per comparison
+	for k := range b.contacts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]Addr, 0, len(keys))
+	for _, k := range keys {
+		c := b.contacts[k]
 		a := c.addr
 		a.PeerID = c.id
 		out = append(out, a)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].HostPort() < out[j].HostPort() })
 	return out
 }
 
