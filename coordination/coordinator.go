@@ -55,6 +55,8 @@ type Coordinator struct {
 	mu      sync.Mutex
 	pending map[string]plan.HostProgress // progress not yet seen in the plan state, per plan
 	wake    chan struct{}
+
+	leader func() (peer.ID, bool) // the raft leader as this daemon knows it
 }
 
 // New checks cfg and joins the daemons' topics.
@@ -72,7 +74,7 @@ func New(cfg Config) (*Coordinator, error) {
 		cfg.Tick = 250 * time.Millisecond
 	}
 	c := &Coordinator{cfg: cfg, log: cfg.Log.Named("coordination"), trusted: map[peer.ID]bool{},
-		pending: map[string]plan.HostProgress{}, wake: make(chan struct{}, 1)}
+		pending: map[string]plan.HostProgress{}, wake: make(chan struct{}, 1), leader: cfg.Raft.Leader}
 	cfg.Raft.CheckForwarded(checkForwarded)
 	for _, id := range cfg.Trusted {
 		c.trusted[id] = true
@@ -233,6 +235,7 @@ func (c *Coordinator) progressOut(ctx context.Context) {
 	t := time.NewTicker(progressRetry)
 	defer t.Stop()
 	me := c.cfg.Node.ID().String()
+	var failing failStreak
 	for {
 		c.mu.Lock()
 		todo := make(map[string]plan.HostProgress, len(c.pending))
@@ -241,7 +244,15 @@ func (c *Coordinator) progressOut(ctx context.Context) {
 		}
 		c.mu.Unlock()
 		for id, p := range todo {
-			if c.applied(id, me, p) || c.deliver(ctx, id, me, p) {
+			done := c.applied(id, me, p)
+			if !done {
+				var err error
+				if done, err = c.deliver(ctx, id, me, p); err != nil && ctx.Err() == nil {
+					c.warnUndelivered(&failing, id, p, err)
+				}
+			}
+			if done {
+				failing = failStreak{}
 				c.mu.Lock()
 				if cur, ok := c.pending[id]; ok && cur.Seq == p.Seq {
 					delete(c.pending, id)
@@ -260,25 +271,54 @@ func (c *Coordinator) progressOut(ctx context.Context) {
 
 // deliver applies one report through the raft leader. It reports whether
 // the report needs no further sending: applied, or refused for good (the
-// plan has ended or does not know this host).
-func (c *Coordinator) deliver(ctx context.Context, planID, me string, p plan.HostProgress) bool {
+// plan has ended or does not know this host); and, when it does, why the
+// attempt failed.
+func (c *Coordinator) deliver(ctx context.Context, planID, me string, p plan.HostProgress) (bool, error) {
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_, err := c.cfg.Raft.Apply(actx, plan.Command{Op: plan.OpProgress, PlanID: planID, HostID: me, Progress: &p}.Encode())
 	switch {
 	case err == nil:
-		return true
+		return true, nil
 	case errors.Is(err, raftnet.ErrRejected):
 		c.log.Info("the plan state did not take this host's report", zap.String("plan", planID),
 			zap.String("step", string(p.Step)), zap.Error(err))
-		return true
+		return true, nil
 	default:
-		if ctx.Err() == nil {
-			c.log.Debug("progress report not delivered yet; sending it again", zap.String("plan", planID),
-				zap.String("step", string(p.Step)), zap.Error(err))
-		}
-		return false
+		return false, err
 	}
+}
+
+// failStreak is how long this host's reports have been failing to reach the leader.
+type failStreak struct {
+	since, warned time.Time
+}
+
+// Thresholds of warnUndelivered.
+const (
+	undeliveredWarnAfter = 10 * time.Second // a leader election takes a few seconds; longer is news
+	undeliveredWarnEvery = 30 * time.Second
+)
+
+// warnUndelivered logs a failed send at debug level, and tells the operator
+// (at most every undeliveredWarnEvery) once reports have failed for
+// undeliveredWarnAfter: a plan waits on this host's progress, and the
+// leader never sees it.
+func (c *Coordinator) warnUndelivered(f *failStreak, planID string, p plan.HostProgress, err error) {
+	now := c.cfg.Clock()
+	if f.since.IsZero() {
+		f.since = now
+	}
+	c.log.Debug("progress report not delivered yet; sending it again", zap.String("plan", planID),
+		zap.String("step", string(p.Step)), zap.Error(err))
+	if now.Sub(f.since) < undeliveredWarnAfter || now.Sub(f.warned) < undeliveredWarnEvery {
+		return
+	}
+	f.warned = now
+	leader, known := c.leader()
+	c.log.Warn("this host's progress has not reached the raft leader; still trying", zap.String("plan", planID),
+		zap.String("step", string(p.Step)), zap.Duration("failing_for", now.Sub(f.since).Round(time.Second)),
+		zap.Bool("leader_known", known), zap.Stringer("leader", leader), zap.Error(err))
 }
 
 // applied reports whether the plan state already shows p for host, or will never take it.
