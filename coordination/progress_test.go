@@ -24,36 +24,26 @@ func TestUndeliveredReportsWarnAfterAWhileAndNotOften(t *testing.T) {
 		leader: func() (peer.ID, bool) { return leader, true }}
 	var f failStreak
 	fail := errors.New("opening stream: dial backoff")
-	warnings := func() int {
-		return logs.FilterMessage("this host's progress has not reached the raft leader; still trying").Len()
+	const warning = "this host's progress has not reached the raft leader; still trying"
+	// failFor fails n sends, one every progressRetry, and wants the warnings
+	// logged so far to number want.
+	failFor := func(n, want int, when string) {
+		t.Helper()
+		for range n {
+			c.warnUndelivered(&f, "p", plan.HostProgress{Step: plan.StepPrepared}, fail)
+			now = now.Add(progressRetry)
+		}
+		if got := logs.FilterMessage(warning).Len(); got != want {
+			t.Fatalf("%d warnings %s, want %d", got, when, want)
+		}
 	}
 
-	for range 19 { // 9.5 s of retries
-		c.warnUndelivered(&f, "p", plan.HostProgress{Step: plan.StepPrepared}, fail)
-		now = now.Add(progressRetry)
-	}
-	if n := warnings(); n != 0 {
-		t.Fatalf("%d warnings within the first 10 s of failures, want none", n)
-	}
-	now = now.Add(progressRetry)
-	c.warnUndelivered(&f, "p", plan.HostProgress{Step: plan.StepPrepared}, fail)
-	if n := warnings(); n != 1 {
-		t.Fatalf("%d warnings after 10 s of failures, want 1", n)
-	}
-	w := logs.FilterMessage("this host's progress has not reached the raft leader; still trying").All()[0].ContextMap()
+	failFor(20, 0, "within the first 10 s of failures (0 to 9.5 s)")
+	failFor(1, 1, "once failures lasted 10 s")
+	w := logs.FilterMessage(warning).All()[0].ContextMap()
 	if w["leader"] != leader.String() || w["error"] != fail.Error() || w["step"] != string(plan.StepPrepared) {
 		t.Fatalf("the warning lacks what an operator needs: %v", w)
 	}
-	for range 59 { // the next 29.5 s
-		now = now.Add(progressRetry)
-		c.warnUndelivered(&f, "p", plan.HostProgress{Step: plan.StepPrepared}, fail)
-	}
-	if n := warnings(); n != 1 {
-		t.Fatalf("%d warnings within 30 s of the first, want 1", n)
-	}
-	now = now.Add(progressRetry)
-	c.warnUndelivered(&f, "p", plan.HostProgress{Step: plan.StepPrepared}, fail)
-	if n := warnings(); n != 2 {
-		t.Fatalf("%d warnings 30 s after the first, want 2", n)
-	}
+	failFor(59, 1, "within 30 s of the first (10.5 to 39.5 s)")
+	failFor(1, 2, "30 s after the first")
 }
