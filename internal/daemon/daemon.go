@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,8 @@ type Daemon struct {
 	// recoverBusy names the recovery step running on this host for some daemon ("" when none): an inventory says
 	// it, so that no other recovery starts over a step whose orchestrator died (recover.go).
 	recoverBusy atomic.Value
+
+	leanGC bool // set GOGC by the plan state (gc.go)
 }
 
 // New builds every component; nothing runs until Run.
@@ -245,6 +248,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer srv.Close()
 	}
 	var wg sync.WaitGroup
+	if d.leanGC {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.tuneGC(ctx, debug.SetGCPercent)
+		}()
+	}
 	errs := make(chan error, 3)
 	for _, run := range []func(context.Context) error{d.coord.Run, d.agent.Run, d.runBackups} {
 		wg.Add(1)

@@ -1,0 +1,53 @@
+package daemon
+
+import (
+	"context"
+
+	"github.com/upgraded/upgraded/coordination/plan"
+)
+
+// Garbage collection targets (GOGC) of a daemon that chooses its own (LeanGC).
+//
+// The daemon idles beside its peer for months on a live heap of a few MB,
+// and Go's default of 100 lets the heap grow to twice that between
+// collections. Idle at N=50 (50 daemons on one machine, 40 s), 50 instead of
+// 100 took resident memory from 42.2 to 39.0 MB (median; anonymous 15.7 ->
+// 12.5 MB) for daemon CPU within run-to-run noise (1263 -> 1327 ticks for
+// all 50). During an upgrade the daemons decode every peer's answers several
+// times a second, and on the benchmark's saturated machine 50 throughout gave
+// N=50 downtimes of 9.7 and 11.6 s against 7.3-8.2 s at 100: so the lean
+// target holds only while no plan runs.
+const (
+	IdleGOGC = 50
+	BusyGOGC = 100
+)
+
+// LeanGC makes Run collect garbage at IdleGOGC while no plan runs and at
+// BusyGOGC while one does. The command leaves GOGC alone when the operator
+// set it.
+func (d *Daemon) LeanGC() { d.leanGC = true }
+
+// tuneGC follows the plan state until ctx ends, setting the GC target.
+func (d *Daemon) tuneGC(ctx context.Context, set func(int) int) {
+	changes, cancel := d.fsm.Subscribe()
+	defer cancel()
+	cur := -1
+	for {
+		if want := gcTarget(d.fsm.Latest()); want != cur {
+			set(want)
+			cur = want
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		}
+	}
+}
+
+func gcTarget(p *plan.Plan) int {
+	if p != nil && !p.Phase.Terminal() {
+		return BusyGOGC
+	}
+	return IdleGOGC
+}
