@@ -46,13 +46,20 @@ bench:
 	UPGRADED_BENCH_N=$(BENCH_N) $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 120m ./internal/e2e/ ./statebackup/
 
 # Fuzz targets of hostile input, each run for FUZZTIME; prints the executions.
+# Go 1.26's fuzz coordinator can fail a run with a bare "context deadline
+# exceeded" when FUZZTIME ends while a worker is mid-input (golang/go#75804,
+# fixed in Go 1.27): that ending, without a failing input written, is
+# reported and not counted as a failure. A real failure writes its input.
 FUZZTIME ?= 10s
 FUZZ_TARGETS := ./coordination/envelope:FuzzOpen ./coordination:FuzzAnnouncement \
 	./statebackup:FuzzManifest ./sidecar/stage:FuzzUnpack ./sidecar/cluster:FuzzLoadServiceConfig
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
-		out=$$($(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || { echo "$$out"; exit 1; }; \
+		if out=$$($(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg 2>&1); then :; \
+		elif echo "$$out" | grep -qx '    context deadline exceeded' && ! echo "$$out" | grep -q 'Failing input written'; then \
+			echo "$$fn ($$pkg): stopped at the end of FUZZTIME by golang/go#75804, no failing input"; continue; \
+		else echo "$$out"; exit 1; fi; \
 		last=$$(echo "$$out" | grep 'fuzz: elapsed' | tail -1); \
 		echo "$$fn ($$pkg): $${last#fuzz: }"; \
 	done
