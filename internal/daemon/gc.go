@@ -33,7 +33,13 @@ func (d *Daemon) tuneGC(ctx context.Context, set func(int) int) {
 	defer cancel()
 	cur := -1
 	for {
-		if want := gcTarget(d.fsm.Latest()); want != cur {
+		want := IdleGOGC
+		d.fsm.View(func(s *plan.State) {
+			if s.CurrentPlan() != nil { // a plan that has not ended
+				want = BusyGOGC
+			}
+		})
+		if want != cur {
 			set(want)
 			cur = want
 		}
@@ -43,11 +49,4 @@ func (d *Daemon) tuneGC(ctx context.Context, set func(int) int) {
 		case <-changes:
 		}
 	}
-}
-
-func gcTarget(p *plan.Plan) int {
-	if p != nil && !p.Phase.Terminal() {
-		return BusyGOGC
-	}
-	return IdleGOGC
 }
