@@ -125,8 +125,9 @@ func unsettled(nodes []*Node) string {
 				}
 				keptBy[id][n.ID()] = true
 				if n.Host.Network().Connectedness(id) != network.Connected {
+					down := p.down // read under the lock: the keeper's dials write it
 					n.keep.mu.Unlock()
-					return fmt.Sprintf("node %d is not connected to %s, which it keeps (down: %v)", i, id, p.down)
+					return fmt.Sprintf("node %d is not connected to %s, which it keeps (down: %v)", i, id, down)
 				}
 			}
 		}
