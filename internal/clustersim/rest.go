@@ -223,17 +223,37 @@ func (d *daemon) ipfsError() string {
 }
 
 // clusterPeers lists the peer IDs this peer counts in its cluster: the raft
-// membership, or the crdt peers it hears from.
+// membership, or on crdt the peers GET /peers lists. The real peer takes both
+// /id's cluster_peers and /peers from its consensus's peer list (crdt: the
+// peers whose monitoring metrics it holds), so on crdt the two agree, lag
+// and protocol split included.
 func (d *daemon) clusterPeers() []string {
 	if d.consensus == ConsensusRaft {
 		return d.state.getMembership().IDs()
 	}
 	ids := []string{d.id.ID}
-	for _, c := range d.peers.alive(time.Now(), false) {
+	for _, c := range d.seenPeers(time.Now()) {
 		ids = append(ids, c.id)
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+// seenPeers are the other peers GET /peers lists: of this peer's own RPC
+// protocol only, crdt after a lag of contact, raft the reachable members.
+func (d *daemon) seenPeers(now time.Time) []contact {
+	members := d.state.getMembership()
+	var out []contact
+	for _, c := range d.peers.alive(now, d.consensus == ConsensusCRDT) {
+		if c.rpc != d.opts.Profile.RPCProtocol || c.info == nil {
+			continue
+		}
+		if _, ok := members.Peers[c.id]; d.consensus == ConsensusRaft && !ok {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 func (d *daemon) selfIDJSON() json.RawMessage {
@@ -268,14 +288,7 @@ func (d *daemon) selfIDJSON() json.RawMessage {
 // only: crdt after a lag of contact, raft the reachable members at once.
 func (d *daemon) handlePeers(w http.ResponseWriter, r *http.Request) {
 	items := []any{json.RawMessage(d.selfIDJSON())}
-	members := d.state.getMembership()
-	for _, c := range d.peers.alive(time.Now(), d.consensus == ConsensusCRDT) {
-		if c.rpc != d.opts.Profile.RPCProtocol || c.info == nil {
-			continue
-		}
-		if _, ok := members.Peers[c.id]; d.consensus == ConsensusRaft && !ok {
-			continue
-		}
+	for _, c := range d.seenPeers(time.Now()) {
 		items = append(items, c.info)
 	}
 	d.stream(w, items)

@@ -1,9 +1,11 @@
 package clustersim_test
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,14 +90,36 @@ func TestCRDTPeersRmAndMixedProtocols(t *testing.T) {
 		}
 		return simtest.CountObjects(b)
 	}
+	// /id's cluster_peers comes from the same consensus peer list as /peers.
+	idPeers := func(p simtest.Peer) []string {
+		_, b, err := simtest.Get(ctx, p.APIURL, "/id")
+		var id struct {
+			ClusterPeers []string `json:"cluster_peers"`
+		}
+		if err != nil || json.Unmarshal(b, &id) != nil {
+			return nil
+		}
+		return id.ClusterPeers
+	}
 	if n := peerCount(peers[0]); n != 1 {
 		t.Errorf("right after start, crdt peers ls should lag (1 peer), got %d", n)
+	}
+	if got := idPeers(peers[0]); len(got) != 1 {
+		t.Errorf("right after start, /id should list the peer alone as peers ls does, got %q", got)
 	}
 	if err := simtest.WaitFor(ctx, "2 peers of rpc 1.0", func() bool { return peerCount(peers[0]) == 2 }); err != nil {
 		t.Fatal(err)
 	}
 	if err := simtest.WaitFor(ctx, "old peer alone", func() bool { return peerCount(peers[2]) == 1 }); err != nil {
 		t.Fatal(err)
+	}
+	want := []string{peers[0].PeerID, peers[1].PeerID}
+	slices.Sort(want)
+	if got := idPeers(peers[0]); !slices.Equal(got, want) {
+		t.Errorf("/id of a 1.1.6 peer lists %q, want the two 1.x peers %q", got, want)
+	}
+	if got := idPeers(peers[2]); !slices.Equal(got, []string{peers[2].PeerID}) {
+		t.Errorf("/id of the 0.14.5 peer lists %q, want itself alone", got)
 	}
 	pin(t, peers[2], testCIDs[0])
 	pin(t, peers[0], testCIDs[1])
