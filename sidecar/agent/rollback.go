@@ -179,6 +179,7 @@ func (a *Agent) verifyWithin(ctx context.Context, limit time.Duration, version s
 	defer tick.Stop()
 	missing := "nothing checked yet"
 	counted := -1
+	start, told := time.Now(), time.Now()
 	for {
 		pins, why, err := a.check(ctx, version, expectedPins, peers, restarts, counted)
 		if err != nil {
@@ -186,6 +187,14 @@ func (a *Agent) verifyWithin(ctx context.Context, limit time.Duration, version s
 		}
 		if why == "" {
 			return pins, nil
+		}
+		if why != missing {
+			a.log.Debug("peer not healthy yet", zap.String("why", why), zap.Duration("after", time.Since(start)))
+		}
+		if time.Since(told) >= waitingLogEvery {
+			told = time.Now()
+			a.log.Info("still waiting for the peer to be healthy", zap.String("why", why),
+				zap.Duration("after", time.Since(start).Round(time.Millisecond)), zap.Duration("limit", limit))
 		}
 		if pins >= expectedPins {
 			// The full pinset is there; while the peer list catches up (seconds
@@ -202,6 +211,9 @@ func (a *Agent) verifyWithin(ctx context.Context, limit time.Duration, version s
 		}
 	}
 }
+
+// waitingLogEvery is how often a verification that keeps waiting says why.
+const waitingLogEvery = 5 * time.Second
 
 // healthy checks once. It returns why the peer is not yet healthy ("" if it
 // is), or an error when waiting longer cannot help.
@@ -232,24 +244,39 @@ func (a *Agent) check(ctx context.Context, version string, expectedPins int, pee
 	if pins < expectedPins {
 		return pins, fmt.Sprintf("pinset holds %d of %d pins", pins, expectedPins), nil
 	}
-	seen, err := a.cfg.API.Peers(ctx)
+	// The peer takes /id's cluster_peers and /peers from the same list of its
+	// consensus; /peers adds an RPC to every peer and an answer of ~N² bytes
+	// (370 kB at 50 peers). So /peers, the proof, is read only once /id
+	// lists every peer: while membership catches up, a poll costs a few kB.
+	if len(id.ClusterPeers) > 0 { // a release whose /id has none: /peers alone
+		if lacking := notSeen(peers, id.ID, id.ClusterPeers); len(lacking) > 0 {
+			return pins, "cluster peers not seen: " + strings.Join(lacking, ", "), nil
+		}
+	}
+	seen, err := a.cfg.API.PeerIDs(ctx)
 	if err != nil {
 		return pins, "peer list not readable: " + err.Error(), nil
 	}
-	have := map[string]bool{id.ID: true}
+	if lacking := notSeen(peers, id.ID, seen); len(lacking) > 0 {
+		return pins, "cluster peers not seen: " + strings.Join(lacking, ", "), nil
+	}
+	return pins, "", nil
+}
+
+// notSeen lists, shortened, the peers of want that are neither self nor in seen.
+func notSeen(want []string, self string, seen []string) []string {
+	have := make(map[string]bool, len(seen)+1)
+	have[self] = true
 	for _, s := range seen {
-		have[s.ID] = true
+		have[s] = true
 	}
 	var lacking []string
-	for _, p := range peers {
+	for _, p := range want {
 		if !have[p] {
 			lacking = append(lacking, plan.ShortID(p))
 		}
 	}
-	if len(lacking) > 0 {
-		return pins, "cluster peers not seen: " + strings.Join(lacking, ", "), nil
-	}
-	return pins, "", nil
+	return lacking
 }
 
 func orUnknown(s string) string {

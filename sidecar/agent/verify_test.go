@@ -84,3 +84,82 @@ func TestVerifyCountsThePinsetOnceWhileThePeerListCatchesUp(t *testing.T) {
 		t.Fatalf("pinset read %d times while waiting for the peer list, want once", n)
 	}
 }
+
+// While /id lists fewer peers than expected, verification does not read
+// /peers (an RPC to every peer and ~N² bytes); once /id lists them all,
+// /peers is still the proof; and a release whose /id lists no
+// cluster_peers is verified from /peers alone.
+func TestVerifyReadsThePeerListOnceTheIDListsEveryPeer(t *testing.T) {
+	id, allocs, peers := golden(t, "get-id.json"), golden(t, "get-allocations.ndjson"), golden(t, "get-peers.ndjson")
+	var whole struct {
+		ID           string   `json:"id"`
+		ClusterPeers []string `json:"cluster_peers"`
+	}
+	if err := json.Unmarshal(id, &whole); err != nil || len(whole.ClusterPeers) != 3 {
+		t.Fatalf("golden /id: %v, %q", err, whole.ClusterPeers)
+	}
+	// withPeers is the golden /id with cluster_peers replaced (absent when nil).
+	withPeers := func(list []string) []byte {
+		var m map[string]any
+		if err := json.Unmarshal(id, &m); err != nil {
+			t.Fatal(err)
+		}
+		if list == nil {
+			delete(m, "cluster_peers")
+		} else {
+			m["cluster_peers"] = list
+		}
+		b, _ := json.Marshal(m)
+		return b
+	}
+	partial := peers[:bytes.IndexByte(peers, '\n')+1]
+	run := func(t *testing.T, idAnswer func(n int32) []byte, peersAnswer func(n int32) []byte) (idReads, peerReads int32) {
+		var ids, prs atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/id":
+				w.Write(idAnswer(ids.Add(1)))
+			case "/allocations":
+				w.Write(allocs)
+			case "/peers":
+				w.Write(peersAnswer(prs.Add(1)))
+			default:
+				http.NotFound(w, r)
+			}
+		}))
+		defer srv.Close()
+		a := &Agent{log: zap.NewNop(), cfg: Config{API: cluster.NewClient(srv.URL), Runner: runningPeer{}, PollInterval: 5 * time.Millisecond}}
+		if _, err := a.verifyWithin(context.Background(), 10*time.Second, "1.1.6", 3, whole.ClusterPeers, 0); err != nil {
+			t.Fatal(err)
+		}
+		return ids.Load(), prs.Load()
+	}
+
+	t.Run("id lags", func(t *testing.T) {
+		ids, prs := run(t, func(n int32) []byte {
+			if n <= 5 {
+				return withPeers([]string{whole.ID})
+			}
+			return id
+		}, func(n int32) []byte {
+			if n <= 2 { // /peers may lag /id: it is still waited for
+				return partial
+			}
+			return peers
+		})
+		if ids != 8 || prs != 3 {
+			t.Fatalf("read /id %d and /peers %d times, want 8 and 3: /peers only once /id listed every peer", ids, prs)
+		}
+	})
+	t.Run("no cluster_peers", func(t *testing.T) {
+		ids, prs := run(t, func(int32) []byte { return withPeers(nil) }, func(n int32) []byte {
+			if n <= 2 {
+				return partial
+			}
+			return peers
+		})
+		if ids != 3 || prs != 3 {
+			t.Fatalf("read /id %d and /peers %d times, want 3 and 3", ids, prs)
+		}
+	})
+}

@@ -107,6 +107,29 @@ func (c *Client) Version(ctx context.Context) (string, error) {
 	return v.Version, nil
 }
 
+// PeerIDs lists the IDs of the cluster's peers as this peer sees them (GET
+// /peers), decoding nothing else of the answer. The health check polls it,
+// and the answer grows with the square of the cluster: every entry lists
+// every peer with its address, ~370 kB at 50 peers. Decoding all of it, as
+// Peers does, was a sixth of a daemon's CPU while it verified its peer.
+func (c *Client) PeerIDs(ctx context.Context) ([]string, error) {
+	var ids []string
+	err := c.stream(ctx, "/peers", nil, func(raw json.RawMessage) error {
+		var id struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(raw, &id); err != nil {
+			return fmt.Errorf("decoding a peer: %w", err)
+		}
+		ids = append(ids, id.ID)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
 // Peers lists the cluster's peers as this peer sees them (GET /peers): a
 // stream of objects from 1.x, one array from 0.14.5.
 func (c *Client) Peers(ctx context.Context) ([]ID, error) {

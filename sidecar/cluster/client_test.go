@@ -136,6 +136,17 @@ func TestClientSamples(t *testing.T) {
 					t.Errorf("peer %+v", p)
 				}
 			}
+			ids, err := c.PeerIDs(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wantIDs []string
+			for _, p := range peers {
+				wantIDs = append(wantIDs, p.ID)
+			}
+			if !slices.Equal(ids, wantIDs) {
+				t.Errorf("PeerIDs = %q, want %q", ids, wantIDs)
+			}
 
 			var cids []string
 			var raws []json.RawMessage
