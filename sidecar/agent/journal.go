@@ -107,7 +107,7 @@ func (j *Journal) Load(planID string) (*Entries, error) {
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	sc.Buffer(nil, 1<<20) // from 4 kB: a journal is a few lines, read at every plan change
 	for sc.Scan() {
 		var r Record
 		if json.Unmarshal(sc.Bytes(), &r) != nil {
