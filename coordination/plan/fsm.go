@@ -21,13 +21,15 @@ type FSM struct {
 	subMu sync.Mutex
 	subs  map[chan struct{}]struct{}
 
-	observer func(s *State) // called after every applied command, see Observe
+	observer func(s *State, plan string) // called after every applied command, see Observe
 }
 
 // Observe registers fn to see the state after every applied command (not
-// coalesced, unlike Subscribe), under the FSM's read lock: fn must be quick
-// and must not keep the state. Set it before raft starts.
-func (f *FSM) Observe(fn func(s *State)) { f.observer = fn }
+// coalesced, unlike Subscribe), under the FSM's lock: fn must be quick and
+// must not keep the state. plan is the plan the command named, the only one
+// it can have changed; "" for a command that names none. Set it before raft
+// starts.
+func (f *FSM) Observe(fn func(s *State, plan string)) { f.observer = fn }
 
 // NewFSM returns an FSM holding an empty state.
 func NewFSM(log *zap.Logger) *FSM {
@@ -45,7 +47,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	err := f.state.Apply(c, l.AppendedAt)
 	f.index = l.Index
 	if f.observer != nil && err == nil {
-		f.observer(f.state)
+		f.observer(f.state, planOf(c))
 	}
 	f.mu.Unlock()
 	if err != nil {

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -36,5 +37,39 @@ func TestLatestIsThePlanInProgressElseTheLastOne(t *testing.T) {
 	p = f.Latest()
 	if p == nil || p.ID != "p1" || !p.Phase.Terminal() {
 		t.Fatalf("after the plan ended: got %+v", p)
+	}
+}
+
+// The observer learns which plan each applied command named: the history
+// looks at that plan only, so a command that changed another plan unseen
+// would be lost from it.
+func TestObserverIsToldThePlanOfEachCommand(t *testing.T) {
+	f := NewFSM(zap.NewNop())
+	var got []string
+	f.Observe(func(s *State, plan string) {
+		if _, ok := s.Plans[plan]; plan != "" && !ok {
+			t.Errorf("observer told of plan %q, which the state lacks", plan)
+		}
+		got = append(got, plan)
+	})
+	var index uint64
+	apply := func(c Command) {
+		t.Helper()
+		index++
+		if res := f.Apply(&raft.Log{Index: index, Data: c.Encode(), AppendedAt: t0}); res != nil {
+			t.Fatalf("%s: %v", c.Op, res)
+		}
+	}
+	apply(Command{Op: OpRegister, Host: &Host{ID: "A", ClusterPeer: "cA", Version: "1.0.8"}})
+	apply(Command{Op: OpPropose, Announcement: announcement("p1", "1.1.6")})
+	apply(Command{Op: OpProgress, PlanID: "p1", HostID: "A", Progress: &HostProgress{Step: StepPrepared}})
+	// A refused command changed nothing: no observation.
+	index++
+	if res := f.Apply(&raft.Log{Index: index, Data: Command{Op: OpProgress, PlanID: "nope", HostID: "A",
+		Progress: &HostProgress{Step: StepPrepared}}.Encode(), AppendedAt: t0}); res == nil {
+		t.Fatal("progress of an unknown plan was accepted")
+	}
+	if want := []string{"", "p1", "p1"}; !slices.Equal(got, want) {
+		t.Fatalf("observer saw plans %q, want %q", got, want)
 	}
 }

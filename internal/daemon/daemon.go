@@ -113,8 +113,8 @@ func (d *Daemon) buildNetwork(ctx context.Context) error {
 		return err
 	}
 	d.metrics = metrics.New(metricsSource{d})
-	d.fsm.Observe(func(s *plan.State) {
-		if err := rec.Observe(s); err != nil {
+	d.fsm.Observe(func(s *plan.State, changed string) {
+		if err := rec.Observe(s, changed); err != nil {
 			d.log.Warn("recording the plan history", zap.Error(err))
 		}
 		d.metrics.Observe(s)

@@ -28,8 +28,15 @@ type Event struct {
 	Detail  string    `json:"detail,omitempty"`
 }
 
-func (e Event) key() string {
-	return e.Plan + "|" + e.Kind + "|" + e.Host + "|" + e.State + "|" + e.At.UTC().Format(time.RFC3339Nano)
+// eventKey tells events apart; a struct, not a formatted string, since every
+// applied command looks up each event of its plan.
+type eventKey struct {
+	plan, kind, host, state string
+	at                      int64
+}
+
+func (e Event) key() eventKey {
+	return eventKey{plan: e.Plan, kind: e.Kind, host: e.Host, state: e.State, at: e.At.UnixNano()}
 }
 
 // Recorder appends new events as the plan state changes. Replaying the raft
@@ -37,12 +44,12 @@ func (e Event) key() string {
 type Recorder struct {
 	path string
 	mu   sync.Mutex
-	seen map[string]bool
+	seen map[eventKey]bool
 }
 
 // Open reads the existing history (to know what is recorded already).
 func Open(path string) (*Recorder, error) {
-	r := &Recorder{path: path, seen: map[string]bool{}}
+	r := &Recorder{path: path, seen: map[eventKey]bool{}}
 	events, err := Read(path)
 	if err != nil {
 		return nil, err
@@ -66,7 +73,7 @@ func Read(path string) ([]Event, error) {
 	defer f.Close()
 	var out []Event
 	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		var e Event
 		if json.Unmarshal(sc.Bytes(), &e) == nil {
@@ -80,36 +87,52 @@ func Read(path string) ([]Event, error) {
 func Events(st *plan.State) []Event {
 	var out []Event
 	for _, p := range st.Plans {
-		out = append(out, Event{At: p.Created, Plan: p.ID, Kind: "plan", Version: p.Version, Signer: p.Signer,
-			State: "announced", Detail: fmt.Sprintf("%s upgrade of %d hosts to %s", p.Procedure, len(p.Hosts), p.Version)})
-		if p.Phase != plan.PhasePreparing && p.Phase != plan.PhaseProposed {
-			detail := p.Reason
-			if p.Control != "" {
-				detail += " (" + p.Control + ")"
-			}
-			out = append(out, Event{At: p.Since, Plan: p.ID, Kind: "plan", Version: p.Version, State: string(p.Phase), Detail: detail})
-		}
-		for id, ap := range p.Approvals {
-			out = append(out, Event{At: ap.At, Plan: p.ID, Kind: "approval", Signer: id, State: "signed"})
-		}
-		for id, h := range p.Hosts {
-			detail := h.Detail
-			if h.Error != "" && (h.Step == plan.StepFailed || h.Step == plan.StepRollbackErr || h.Step == plan.StepLeftOut) {
-				detail = h.Error
-			}
-			out = append(out, Event{At: h.StepStarted, Plan: p.ID, Kind: "host", Host: id, Version: h.Version, State: string(h.Step), Detail: detail})
-		}
+		out = append(out, planEvents(p)...)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
 	return out
 }
 
-// Observe records what is new in the state since the last call.
-func (r *Recorder) Observe(st *plan.State) error {
+// planEvents lists what the state says happened in plan p, unordered.
+func planEvents(p *plan.Plan) []Event {
+	out := make([]Event, 0, 2+len(p.Approvals)+len(p.Hosts))
+	out = append(out, Event{At: p.Created, Plan: p.ID, Kind: "plan", Version: p.Version, Signer: p.Signer,
+		State: "announced", Detail: fmt.Sprintf("%s upgrade of %d hosts to %s", p.Procedure, len(p.Hosts), p.Version)})
+	if p.Phase != plan.PhasePreparing && p.Phase != plan.PhaseProposed {
+		detail := p.Reason
+		if p.Control != "" {
+			detail += " (" + p.Control + ")"
+		}
+		out = append(out, Event{At: p.Since, Plan: p.ID, Kind: "plan", Version: p.Version, State: string(p.Phase), Detail: detail})
+	}
+	for id, ap := range p.Approvals {
+		out = append(out, Event{At: ap.At, Plan: p.ID, Kind: "approval", Signer: id, State: "signed"})
+	}
+	for id, h := range p.Hosts {
+		detail := h.Detail
+		if h.Error != "" && (h.Step == plan.StepFailed || h.Step == plan.StepRollbackErr || h.Step == plan.StepLeftOut) {
+			detail = h.Error
+		}
+		out = append(out, Event{At: h.StepStarted, Plan: p.ID, Kind: "host", Host: id, Version: h.Version, State: string(h.Step), Detail: detail})
+	}
+	return out
+}
+
+// Observe records what is new in the state since the last call. changed is
+// the plan the last command named: only its events can be new (a command
+// changes no other plan); "" looks at every plan.
+func (r *Recorder) Observe(st *plan.State, changed string) error {
+	var events []Event
+	if p, ok := st.Plans[changed]; ok {
+		events = planEvents(p)
+		sort.SliceStable(events, func(i, j int) bool { return events[i].At.Before(events[j].At) })
+	} else {
+		events = Events(st)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var fresh []Event
-	for _, e := range Events(st) {
+	for _, e := range events {
 		if e.At.IsZero() || r.seen[e.key()] {
 			continue
 		}

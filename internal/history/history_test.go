@@ -22,19 +22,19 @@ func TestRecordsEachChangeOnceAcrossRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Observe(st); err != nil {
+	if err := r.Observe(st, "p"); err != nil {
 		t.Fatal(err)
 	}
 	_ = st.Apply(plan.Command{Op: plan.OpProgress, PlanID: "p", HostID: "A", Progress: &plan.HostProgress{Step: plan.StepPrepared}}, t0.Add(time.Second))
-	_ = r.Observe(st)
+	_ = r.Observe(st, "p")
 	_ = st.Apply(plan.Command{Op: plan.OpProgress, PlanID: "p", HostID: "A", Progress: &plan.HostProgress{Step: plan.StepVerified, Version: "1.1.6"}}, t0.Add(2*time.Second))
-	_ = r.Observe(st)
+	_ = r.Observe(st, "p")
 	// A restarted daemon replays the same log: nothing is written twice.
 	r2, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = r2.Observe(st)
+	_ = r2.Observe(st, "")
 	events, err := Read(path)
 	if err != nil {
 		t.Fatal(err)
