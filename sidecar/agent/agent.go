@@ -195,19 +195,22 @@ func (a *Agent) Run(ctx context.Context) error {
 		running bool
 		done    = make(chan taskResult, 1)
 		failed  taskResult // the last task that failed, not retried before retryAfter
+		ended   taskResult // the last task that ended well, see again
 		wg      sync.WaitGroup
 	)
 	defer wg.Wait()
 	for {
 		if !running {
 			p, act := a.next()
+			key := a.keyOf(p, act)
 			retryTooSoon := failed.err != nil && p != nil && failed.plan == p.ID && failed.act == act && time.Since(failed.at) < retryAfter
-			if act != actNone && !retryTooSoon {
+			again := ended.taskKey == key && time.Since(ended.at) < retryAfter
+			if act != actNone && !retryTooSoon && !again {
 				running = true
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					done <- taskResult{plan: p.ID, act: act, err: a.runTask(ctx, p, act), at: time.Now()}
+					done <- taskResult{taskKey: key, err: a.runTask(ctx, p, act), at: time.Now()}
 				}()
 			}
 		}
@@ -218,6 +221,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			running = false
 			if r.err != nil {
 				failed = r
+			} else {
+				ended = r
 			}
 		case <-changes:
 		case <-tick.C:
@@ -227,14 +232,40 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // retryAfter is how long a failed task waits before it is tried again while
 // the plan still calls for it (its failure report may not have landed yet):
-// no tight loop when a new version keeps failing to start.
+// no tight loop when a new version keeps failing to start. A task that ended
+// well is not run again from the same plan state before it either: the state
+// shows what the task did only once its report reaches the leader, and until
+// then the plan calls for the same task, which would find its work done in
+// the journal, report again and end, over and over. At N=50 that loop took
+// 10% of every daemon's CPU in the outage and flooded the leader with
+// repeated reports. The coordinator retries the report until it lands.
 const retryAfter = 2 * time.Second
 
+// taskKey is what a task was decided from.
+type taskKey struct {
+	plan  string
+	act   action
+	phase plan.Phase
+	step  plan.Step // this host's
+	task  plan.Task // this host's, in a bootstrap plan
+	pause bool
+}
+
+func (a *Agent) keyOf(p *plan.Plan, act action) taskKey {
+	if p == nil {
+		return taskKey{}
+	}
+	k := taskKey{plan: p.ID, act: act, phase: p.Phase, task: p.Tasks[a.cfg.HostID], pause: p.Paused}
+	if h, ok := p.Hosts[a.cfg.HostID]; ok {
+		k.step = h.Step
+	}
+	return k
+}
+
 type taskResult struct {
-	plan string
-	act  action
-	err  error
-	at   time.Time
+	taskKey
+	err error
+	at  time.Time
 }
 
 // next returns the plan to work on and the action it calls for.
