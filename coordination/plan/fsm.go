@@ -24,11 +24,13 @@ type FSM struct {
 	observer func(s *State, plan string) // called after every applied command, see Observe
 }
 
-// Observe registers fn to see the state after every applied command (not
-// coalesced, unlike Subscribe), under the FSM's lock: fn must be quick and
-// must not keep the state. plan is the plan the command named, the only one
-// it can have changed; "" for a command that names none. Set it before raft
-// starts.
+// Observe registers fn to see the state after every applied command that
+// names a plan (not coalesced, unlike Subscribe), and after a snapshot
+// replaced the state, under the FSM's lock: fn must be quick and must not
+// keep the state. plan is the plan the command named, the only one it can
+// have changed; "" after a snapshot, when any may have. Commands that name no
+// plan (a host's registration) change none and are not observed. Set it
+// before raft starts.
 func (f *FSM) Observe(fn func(s *State, plan string)) { f.observer = fn }
 
 // NewFSM returns an FSM holding an empty state.
@@ -46,8 +48,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	err := f.state.Apply(c, l.AppendedAt)
 	f.index = l.Index
-	if f.observer != nil && err == nil {
-		f.observer(f.state, planOf(c))
+	if p := planOf(c); f.observer != nil && err == nil && p != "" {
+		f.observer(f.state, p)
 	}
 	f.mu.Unlock()
 	if err != nil {
@@ -99,6 +101,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.state = st
+	if f.observer != nil {
+		f.observer(f.state, "")
+	}
 	f.mu.Unlock()
 	f.notify()
 	return nil

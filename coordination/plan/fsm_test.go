@@ -1,6 +1,8 @@
 package plan
 
 import (
+	"bytes"
+	"io"
 	"slices"
 	"testing"
 
@@ -69,7 +71,29 @@ func TestObserverIsToldThePlanOfEachCommand(t *testing.T) {
 		Progress: &HostProgress{Step: StepPrepared}}.Encode(), AppendedAt: t0}); res == nil {
 		t.Fatal("progress of an unknown plan was accepted")
 	}
-	if want := []string{"", "p1", "p1"}; !slices.Equal(got, want) {
-		t.Fatalf("observer saw plans %q, want %q", got, want)
+	if want := []string{"p1", "p1"}; !slices.Equal(got, want) {
+		t.Fatalf("observer saw plans %q, want %q: the registration names none", got, want)
+	}
+	// A snapshot replaces the whole state: any plan may be new.
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	if err := f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []string{""}) {
+		t.Fatalf("after a restore the observer saw %q, want one look at every plan", got)
 	}
 }
+
+type memSink struct{ bytes.Buffer }
+
+func (*memSink) ID() string    { return "mem" }
+func (*memSink) Cancel() error { return nil }
+func (*memSink) Close() error  { return nil }

@@ -120,14 +120,15 @@ func planEvents(p *plan.Plan) []Event {
 
 // Observe records what is new in the state since the last call. changed is
 // the plan the last command named: only its events can be new (a command
-// changes no other plan); "" looks at every plan.
+// changes no other plan; a refused announcement names no plan of the state);
+// "" looks at every plan.
 func (r *Recorder) Observe(st *plan.State, changed string) error {
 	var events []Event
-	if p, ok := st.Plans[changed]; ok {
+	if changed == "" {
+		events = Events(st)
+	} else if p, ok := st.Plans[changed]; ok {
 		events = planEvents(p)
 		sort.SliceStable(events, func(i, j int) bool { return events[i].At.Before(events[j].At) })
-	} else {
-		events = Events(st)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
