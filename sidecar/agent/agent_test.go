@@ -84,6 +84,43 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+// Load keeps what it parsed, yet sees every record written since, by this
+// journal or by another one on the same folder (a recovery's).
+func TestJournalLoadSeesEveryNewRecord(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenJournal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := OpenJournal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := j.Load("p"); err != nil || e.Begun(jStop) {
+		t.Fatalf("empty journal: %v, stop begun %v", err, e.Begun(jStop))
+	}
+	if err := j.Begin("p", jStop, nil); err != nil {
+		t.Fatal(err)
+	}
+	first, err := j.Load("p")
+	if err != nil || !first.Begun(jStop) || first.Done(jStop) {
+		t.Fatalf("after Begin: %v", err)
+	}
+	if again, _ := j.Load("p"); again != first {
+		t.Error("an unchanged journal was parsed again")
+	}
+	if err := other.Done("p", jStop, map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := j.Load("p")
+	if err != nil || !e.Done(jStop) || e.Get(jStop, "k") != "v" {
+		t.Fatalf("a record written by another journal was not seen: %v", err)
+	}
+	if first.Done(jStop) {
+		t.Error("entries handed out earlier changed under their reader")
+	}
+}
+
 func TestJournalSurvivesTornLine(t *testing.T) {
 	dir := t.TempDir()
 	j, err := OpenJournal(dir)

@@ -16,6 +16,18 @@ import (
 type Journal struct {
 	dir string
 	mu  sync.Mutex
+
+	// The agent reads its plan's journal at every change of the plan state
+	// (dozens a second on a 50-host switch) and it changes a dozen times a
+	// plan: Load parses it again only when its size or time changed.
+	cacheMu sync.Mutex
+	cache   map[string]cachedEntries
+}
+
+type cachedEntries struct {
+	size int64
+	mod  time.Time
+	e    *Entries
 }
 
 // Record is one line of a plan's journal.
@@ -96,14 +108,43 @@ type Entries struct {
 
 // Load reads a plan's journal; a missing journal is an empty one. A torn last
 // line (the daemon died while writing it) is ignored: its step is not done.
+// The Entries returned may be shared with other callers: read them only.
 func (j *Journal) Load(planID string) (*Entries, error) {
 	e := &Entries{begun: map[string]bool{}, done: map[string]bool{}, data: map[string]map[string]string{}}
-	f, err := os.Open(j.path(planID))
+	fi, err := os.Stat(j.path(planID))
 	if os.IsNotExist(err) {
 		return e, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading journal of plan %s: %w", planID, err)
+	}
+	j.cacheMu.Lock()
+	c, ok := j.cache[planID]
+	j.cacheMu.Unlock()
+	if ok && c.size == fi.Size() && c.mod.Equal(fi.ModTime()) {
+		return c.e, nil
+	}
+	if err := j.parse(planID, e); err != nil {
+		return nil, err
+	}
+	// Keyed by the size seen before reading: a line appended meanwhile makes
+	// the next Load read again.
+	j.cacheMu.Lock()
+	if j.cache == nil {
+		j.cache = map[string]cachedEntries{}
+	}
+	j.cache[planID] = cachedEntries{size: fi.Size(), mod: fi.ModTime(), e: e}
+	j.cacheMu.Unlock()
+	return e, nil
+}
+
+func (j *Journal) parse(planID string, e *Entries) error {
+	f, err := os.Open(j.path(planID))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading journal of plan %s: %w", planID, err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -128,7 +169,10 @@ func (j *Journal) Load(planID string) (*Entries, error) {
 			}
 		}
 	}
-	return e, sc.Err()
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("reading journal of plan %s: %w", planID, err)
+	}
+	return nil
 }
 
 // Begun reports whether step was begun (done or not).
