@@ -9,7 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -89,9 +89,11 @@ func Events(st *plan.State) []Event {
 	for _, p := range st.Plans {
 		out = append(out, planEvents(p)...)
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
+	slices.SortStableFunc(out, byTime)
 	return out
 }
+
+func byTime(a, b Event) int { return a.At.Compare(b.At) }
 
 // planEvents lists what the state says happened in plan p, unordered.
 func planEvents(p *plan.Plan) []Event {
@@ -127,8 +129,7 @@ func (r *Recorder) Observe(st *plan.State, changed string) error {
 	if changed == "" {
 		events = Events(st)
 	} else if p, ok := st.Plans[changed]; ok {
-		events = planEvents(p)
-		sort.SliceStable(events, func(i, j int) bool { return events[i].At.Before(events[j].At) })
+		events = planEvents(p) // unordered: only the new ones are sorted below
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -143,6 +144,7 @@ func (r *Recorder) Observe(st *plan.State, changed string) error {
 	if len(fresh) == 0 {
 		return nil
 	}
+	slices.SortStableFunc(fresh, byTime)
 	f, err := os.OpenFile(r.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("opening history: %w", err)
