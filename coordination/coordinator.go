@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"sync"
 	"time"
@@ -52,9 +53,11 @@ type Coordinator struct {
 	announce *p2p.Topic
 	approval *p2p.Topic
 
-	mu      sync.Mutex
-	pending map[string]plan.HostProgress // progress not yet seen in the plan state, per plan
-	wake    chan struct{}
+	mu       sync.Mutex
+	pending  map[string]plan.HostProgress // progress not yet seen in the plan state, per plan
+	heldTill map[string]time.Time         // a pending outage step is not sent before, see progressHold
+	holdMore time.Duration                // this host's share of progressHoldSpread
+	wake     chan struct{}
 
 	leader func() (peer.ID, bool) // the raft leader as this daemon knows it
 }
@@ -73,8 +76,11 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.Tick <= 0 {
 		cfg.Tick = 250 * time.Millisecond
 	}
+	h := fnv.New32a()
+	h.Write([]byte(cfg.Node.ID()))
 	c := &Coordinator{cfg: cfg, log: cfg.Log.Named("coordination"), trusted: map[peer.ID]bool{},
-		pending: map[string]plan.HostProgress{}, wake: make(chan struct{}, 1), leader: cfg.Raft.Leader}
+		pending: map[string]plan.HostProgress{}, heldTill: map[string]time.Time{}, wake: make(chan struct{}, 1),
+		holdMore: time.Duration(h.Sum32()) % progressHoldSpread, leader: cfg.Raft.Leader}
 	cfg.Raft.CheckForwarded(checkForwarded)
 	for _, id := range cfg.Trusted {
 		c.trusted[id] = true
@@ -205,10 +211,19 @@ func (c *Coordinator) enforceDeadline(ctx context.Context) {
 // Report implements agent.Reporter: the latest progress per plan is sent to
 // the raft leader until the leader has applied it (or the plan ended).
 func (c *Coordinator) Report(planID string, p plan.HostProgress) {
+	hosts := c.planHosts(planID)
 	c.mu.Lock()
-	p.Seq = c.cfg.Clock().UnixNano()
-	if old, ok := c.pending[planID]; ok && old.Seq >= p.Seq {
+	now := c.cfg.Clock()
+	p.Seq = now.UnixNano()
+	old, ok := c.pending[planID]
+	if ok && old.Seq >= p.Seq {
 		p.Seq = old.Seq + 1 // two reports within one clock tick keep their order
+	}
+	switch {
+	case !outageStep(p.Step):
+		delete(c.heldTill, planID)
+	case (!ok || !outageStep(old.Step)) && hosts >= progressHoldHosts:
+		c.heldTill[planID] = now.Add(progressHold + c.holdMore)
 	}
 	c.pending[planID] = p
 	c.mu.Unlock()
@@ -220,6 +235,50 @@ func (c *Coordinator) Report(planID string, p plan.HostProgress) {
 
 // progressRetry is how soon a report the leader did not take is sent again.
 const progressRetry = 500 * time.Millisecond
+
+// A host passes through stopping, swapping and starting within a second or
+// so of the switch time, and all hosts together. Sent as they come, those
+// reports reached the leader as 50 at once, then 50 more, each applied and
+// replicated to every daemon, while the leader's own host was stopping,
+// backing up and starting its peer (at N=50 the leader's host was the last
+// to start, by a second, and every peer's membership waited for it). The
+// plan's decisions need none of them: a report of one of these steps waits
+// progressHold (plus up to progressHoldSpread, by host, so the hosts' reports
+// do not arrive together), and the host's later steps replace it meanwhile;
+// any other step is sent at once. `upgraded status` shows the outage steps
+// up to 1.5 s late. Plans of fewer than progressHoldHosts hosts, whose few
+// reports cost little, show them as they come.
+const (
+	progressHold       = time.Second
+	progressHoldSpread = 500 * time.Millisecond
+	progressHoldHosts  = 10
+)
+
+// planHosts is the number of hosts in plan id (0 when the state lacks it).
+func (c *Coordinator) planHosts(id string) int {
+	if c.cfg.FSM == nil {
+		return 0
+	}
+	n := 0
+	c.cfg.FSM.View(func(s *plan.State) {
+		if p, ok := s.Plans[id]; ok {
+			n = len(p.Hosts)
+		}
+	})
+	return n
+}
+
+func outageStep(s plan.Step) bool {
+	return s == plan.StepStopping || s == plan.StepSwapping || s == plan.StepStarting
+}
+
+// held reports whether the pending report of planID waits for its hold.
+func (c *Coordinator) held(planID string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	till, ok := c.heldTill[planID]
+	return ok && now.Before(till)
+}
 
 // progressOut sends each plan's latest pending report to the raft leader as
 // a progress command, and again every progressRetry until one is applied.
@@ -244,6 +303,9 @@ func (c *Coordinator) progressOut(ctx context.Context) {
 		}
 		c.mu.Unlock()
 		for id, p := range todo {
+			if c.held(id, c.cfg.Clock()) {
+				continue // sent at a later tick, if no newer report replaced it
+			}
 			done := c.applied(id, me, p)
 			if !done {
 				var err error
@@ -256,6 +318,7 @@ func (c *Coordinator) progressOut(ctx context.Context) {
 				c.mu.Lock()
 				if cur, ok := c.pending[id]; ok && cur.Seq == p.Seq {
 					delete(c.pending, id)
+					delete(c.heldTill, id)
 				}
 				c.mu.Unlock()
 			}
