@@ -30,16 +30,22 @@ func (n *Node) startAdvertising(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("joining the peer address topic: %w", err)
 	}
-	newPeer := make(chan struct{}, 1)
-	n.Host.Network().Notify(&network.NotifyBundle{ConnectedF: func(network.Network, network.Conn) {
-		select {
-		case newPeer <- struct{}{}:
-		default:
-		}
-	}})
-	n.goRun(func() { n.advertise(ctx, t, newPeer) })
+	n.Host.Network().Notify(&network.NotifyBundle{ConnectedF: func(network.Network, network.Conn) { n.AdvertiseSoon() }})
+	n.goRun(func() { n.advertise(ctx, t, n.advertSoon) })
 	n.goRun(func() { n.learn(ctx, t) })
 	return nil
+}
+
+// AdvertiseSoon asks for an advertisement of this node's addresses, as a new
+// connection does: advertSettle from now, or a base interval after the last
+// one. A daemon that has heard from no raft leader for a while calls it: the
+// leader may have no address to reach it by (its advertisements lost under
+// load, say), and waits for one.
+func (n *Node) AdvertiseSoon() {
+	select {
+	case n.advertSoon <- struct{}{}:
+	default:
+	}
 }
 
 // advertSettle is how long after a new connection the node advertises, to

@@ -82,9 +82,10 @@ type Node struct {
 	Host   host.Host
 	PubSub *pubsub.PubSub
 
-	log  *zap.Logger
-	cfg  Config
-	keep *keeper
+	log        *zap.Logger
+	cfg        Config
+	keep       *keeper
+	advertSoon chan struct{} // see AdvertiseSoon
 	// stopLoops ends the reconnect and advertising loops (tracked by wg);
 	// stopPubSub ends gossipsub once no topic is left.
 	stopLoops, stopPubSub context.CancelFunc
@@ -131,7 +132,8 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	runCtx, stopLoops := context.WithCancel(context.Background())
 	n := &Node{Host: h, PubSub: ps, cfg: cfg, stopLoops: stopLoops, stopPubSub: stopPubSub,
-		topics: map[*Topic]struct{}{}, log: cfg.Logger.Named("p2p").With(zap.Stringer("self", h.ID()))}
+		topics: map[*Topic]struct{}{}, log: cfg.Logger.Named("p2p").With(zap.Stringer("self", h.ID())),
+		advertSoon: make(chan struct{}, 1)}
 	n.keep = newKeeper(h, n.log, cfg.ReconnectMin, cfg.ReconnectMax, cfg.Keep)
 	for _, ai := range bootstrap {
 		n.keep.add(ai, true)

@@ -255,6 +255,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.tuneGC(ctx, debug.SetGCPercent)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		hasLeader := func() bool { _, ok := d.raft.Leader(); return ok }
+		advertiseWhileLeaderless(ctx, hasLeader, d.node.AdvertiseSoon, leaderlessAdvertAfter, time.Second, d.log)
+	}()
 	errs := make(chan error, 3)
 	for _, run := range []func(context.Context) error{d.coord.Run, d.agent.Run, d.runBackups} {
 		wg.Add(1)

@@ -1,0 +1,49 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// A daemon learns the others' addresses from their advertisements, and the
+// raft leader can only reach a member whose address it holds. At 100 daemons
+// on a loaded machine a newly elected leader held no address for 28 of its 99
+// members ("failed to dial: no addresses"): their advertisements had been
+// dropped by overloaded gossipsub queues, and the periodic ones come every
+// 160 s once a node has been quiet. Those members heard from no leader, so
+// their progress reports failed ("no raft leader") and the plan ran out of
+// time with every peer verified. A member that has heard from no leader
+// for leaderlessAdvertAfter advertises again (rate-limited by the node), so
+// that a leader without its address learns it.
+const leaderlessAdvertAfter = 5 * time.Second
+
+// advertiseWhileLeaderless calls advertise every after for as long as
+// hasLeader says no, checking every tick, until ctx ends.
+func advertiseWhileLeaderless(ctx context.Context, hasLeader func() bool, advertise func(), after, tick time.Duration, log *zap.Logger) {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var since time.Time // when the leader was first missed, or last advertised for
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if hasLeader() {
+				since = time.Time{}
+				continue
+			}
+			if since.IsZero() {
+				since = now
+				continue
+			}
+			if now.Sub(since) >= after {
+				log.Info("no raft leader heard from for a while: advertising this daemon's addresses again, in case the leader lacks them",
+					zap.Duration("for", now.Sub(since).Round(time.Second)))
+				advertise()
+				since = now
+			}
+		}
+	}
+}
