@@ -250,7 +250,7 @@ func (a *Agent) check(ctx context.Context, version string, expectedPins int, pee
 	// lists every peer: while membership catches up, a poll costs a few kB.
 	if len(id.ClusterPeers) > 0 { // a release whose /id has none: /peers alone
 		if lacking := notSeen(peers, id.ID, id.ClusterPeers); len(lacking) > 0 {
-			return pins, "cluster peers not seen: " + strings.Join(lacking, ", "), nil
+			return pins, describeNotSeen(lacking, len(peers)), nil
 		}
 	}
 	seen, err := a.cfg.API.PeerIDs(ctx)
@@ -258,9 +258,19 @@ func (a *Agent) check(ctx context.Context, version string, expectedPins int, pee
 		return pins, "peer list not readable: " + err.Error(), nil
 	}
 	if lacking := notSeen(peers, id.ID, seen); len(lacking) > 0 {
-		return pins, "cluster peers not seen: " + strings.Join(lacking, ", "), nil
+		return pins, describeNotSeen(lacking, len(peers)), nil
 	}
 	return pins, "", nil
+}
+
+// describeNotSeen names the peers not seen, the first few of them only: at
+// 100 peers the whole list made every waiting log line 1 kB long.
+func describeNotSeen(lacking []string, of int) string {
+	const show = 5
+	if len(lacking) <= show {
+		return "cluster peers not seen: " + strings.Join(lacking, ", ")
+	}
+	return fmt.Sprintf("cluster peers not seen: %d of %d (%s, ...)", len(lacking), of, strings.Join(lacking[:show], ", "))
 }
 
 // notSeen lists, shortened, the peers of want that are neither self nor in seen.

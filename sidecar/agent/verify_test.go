@@ -163,3 +163,13 @@ func TestVerifyReadsThePeerListOnceTheIDListsEveryPeer(t *testing.T) {
 		}
 	})
 }
+
+func TestDescribeNotSeenNamesAFew(t *testing.T) {
+	if got := describeNotSeen([]string{"*a", "*b"}, 3); got != "cluster peers not seen: *a, *b" {
+		t.Errorf("two: %q", got)
+	}
+	many := []string{"*a", "*b", "*c", "*d", "*e", "*f", "*g"}
+	if got := describeNotSeen(many, 99); got != "cluster peers not seen: 7 of 99 (*a, *b, *c, *d, *e, ...)" {
+		t.Errorf("seven: %q", got)
+	}
+}
