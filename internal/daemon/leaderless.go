@@ -24,26 +24,32 @@ const leaderlessAdvertAfter = 5 * time.Second
 func advertiseWhileLeaderless(ctx context.Context, hasLeader func() bool, advertise func(), after, tick time.Duration, log *zap.Logger) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	var since time.Time // when the leader was first missed, or last advertised for
+	var missed, since time.Time // when the leader was first missed; last advertised for
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
 			if hasLeader() {
-				since = time.Time{}
+				missed, since = time.Time{}, time.Time{}
 				continue
 			}
-			if since.IsZero() {
-				since = now
+			if missed.IsZero() {
+				missed, since = now, now
 				continue
 			}
-			if now.Sub(since) >= after {
-				log.Info("no raft leader heard from for a while: advertising this daemon's addresses again, in case the leader lacks them",
-					zap.Duration("for", now.Sub(since).Round(time.Second)))
-				advertise()
-				since = now
+			if now.Sub(since) < after {
+				continue
 			}
+			// Said once per absence: a daemon joining a big group waits minutes.
+			lvl := zap.DebugLevel
+			if since.Equal(missed) {
+				lvl = zap.InfoLevel
+			}
+			log.Log(lvl, "no raft leader heard from for a while: advertising this daemon's addresses again, in case the leader lacks them",
+				zap.Duration("for", now.Sub(missed).Round(time.Second)))
+			advertise()
+			since = now
 		}
 	}
 }

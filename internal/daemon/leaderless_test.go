@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // A daemon without a leader advertises again every `after`, and not at all
@@ -14,11 +16,12 @@ import (
 func TestAdvertisesAgainWhileNoLeaderIsHeard(t *testing.T) {
 	var leader atomic.Bool
 	var adverts atomic.Int32
+	core, logs := observer.New(zapcore.InfoLevel)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		advertiseWhileLeaderless(ctx, leader.Load, func() { adverts.Add(1) }, 100*time.Millisecond, 5*time.Millisecond, zap.NewNop())
+		advertiseWhileLeaderless(ctx, leader.Load, func() { adverts.Add(1) }, 100*time.Millisecond, 5*time.Millisecond, zap.New(core))
 	}()
 	defer func() { cancel(); <-done }()
 
@@ -38,6 +41,9 @@ func TestAdvertisesAgainWhileNoLeaderIsHeard(t *testing.T) {
 	}
 	if n := adverts.Load(); n < 2 {
 		t.Fatalf("%d advertisements in 5 s without a leader, want one every 100 ms", n)
+	}
+	if n := logs.Len(); n != 1 {
+		t.Fatalf("%d info lines for one absence of the leader, want 1", n)
 	}
 	leader.Store(true)
 	time.Sleep(50 * time.Millisecond)
