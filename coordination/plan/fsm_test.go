@@ -10,16 +10,30 @@ import (
 	"go.uber.org/zap"
 )
 
+// logApplier feeds commands to an FSM as raft log entries of rising index.
+type logApplier struct {
+	t     *testing.T
+	f     *FSM
+	index uint64
+}
+
+// try applies c and returns the FSM's answer (nil, or why it refused c).
+func (a *logApplier) try(c Command) any {
+	a.index++
+	return a.f.Apply(&raft.Log{Index: a.index, Data: c.Encode(), AppendedAt: t0})
+}
+
+// apply applies c and fails the test if the FSM refuses it.
+func (a *logApplier) apply(c Command) {
+	a.t.Helper()
+	if res := a.try(c); res != nil {
+		a.t.Fatalf("%s: %v", c.Op, res)
+	}
+}
+
 func TestLatestIsThePlanInProgressElseTheLastOne(t *testing.T) {
 	f := NewFSM(zap.NewNop())
-	var index uint64
-	apply := func(c Command) {
-		t.Helper()
-		index++
-		if res := f.Apply(&raft.Log{Index: index, Data: c.Encode(), AppendedAt: t0}); res != nil {
-			t.Fatalf("%s: %v", c.Op, res)
-		}
-	}
+	apply := (&logApplier{t: t, f: f}).apply
 	if p := f.Latest(); p != nil {
 		t.Fatalf("no plan yet, Latest gave %s", p.ID)
 	}
@@ -54,21 +68,13 @@ func TestObserverIsToldThePlanOfEachCommand(t *testing.T) {
 		}
 		got = append(got, plan)
 	})
-	var index uint64
-	apply := func(c Command) {
-		t.Helper()
-		index++
-		if res := f.Apply(&raft.Log{Index: index, Data: c.Encode(), AppendedAt: t0}); res != nil {
-			t.Fatalf("%s: %v", c.Op, res)
-		}
-	}
+	log := &logApplier{t: t, f: f}
+	apply := log.apply
 	apply(Command{Op: OpRegister, Host: &Host{ID: "A", ClusterPeer: "cA", Version: "1.0.8"}})
 	apply(Command{Op: OpPropose, Announcement: announcement("p1", "1.1.6")})
 	apply(Command{Op: OpProgress, PlanID: "p1", HostID: "A", Progress: &HostProgress{Step: StepPrepared}})
 	// A refused command changed nothing: no observation.
-	index++
-	if res := f.Apply(&raft.Log{Index: index, Data: Command{Op: OpProgress, PlanID: "nope", HostID: "A",
-		Progress: &HostProgress{Step: StepPrepared}}.Encode(), AppendedAt: t0}); res == nil {
+	if res := log.try(Command{Op: OpProgress, PlanID: "nope", HostID: "A", Progress: &HostProgress{Step: StepPrepared}}); res == nil {
 		t.Fatal("progress of an unknown plan was accepted")
 	}
 	if want := []string{"p1", "p1"}; !slices.Equal(got, want) {
