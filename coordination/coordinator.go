@@ -273,9 +273,8 @@ func outageStep(s plan.Step) bool {
 }
 
 // held reports whether the pending report of planID waits for its hold.
+// Called with c.mu held.
 func (c *Coordinator) held(planID string, now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	till, ok := c.heldTill[planID]
 	return ok && now.Before(till)
 }
@@ -297,15 +296,15 @@ func (c *Coordinator) progressOut(ctx context.Context) {
 	var failing failStreak
 	for {
 		c.mu.Lock()
+		now := c.cfg.Clock()
 		todo := make(map[string]plan.HostProgress, len(c.pending))
 		for id, p := range c.pending {
-			todo[id] = p
+			if !c.held(id, now) { // a held one goes at a later tick, if no newer report replaced it
+				todo[id] = p
+			}
 		}
 		c.mu.Unlock()
 		for id, p := range todo {
-			if c.held(id, c.cfg.Clock()) {
-				continue // sent at a later tick, if no newer report replaced it
-			}
 			done := c.applied(id, me, p)
 			if !done {
 				var err error

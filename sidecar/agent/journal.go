@@ -110,10 +110,9 @@ type Entries struct {
 // line (the daemon died while writing it) is ignored: its step is not done.
 // The Entries returned may be shared with other callers: read them only.
 func (j *Journal) Load(planID string) (*Entries, error) {
-	e := &Entries{begun: map[string]bool{}, done: map[string]bool{}, data: map[string]map[string]string{}}
 	fi, err := os.Stat(j.path(planID))
 	if os.IsNotExist(err) {
-		return e, nil
+		return newEntries(), nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading journal of plan %s: %w", planID, err)
@@ -124,6 +123,7 @@ func (j *Journal) Load(planID string) (*Entries, error) {
 	if ok && c.size == fi.Size() && c.mod.Equal(fi.ModTime()) {
 		return c.e, nil
 	}
+	e := newEntries()
 	if err := j.parse(planID, e); err != nil {
 		return nil, err
 	}
@@ -173,6 +173,10 @@ func (j *Journal) parse(planID string, e *Entries) error {
 		return fmt.Errorf("reading journal of plan %s: %w", planID, err)
 	}
 	return nil
+}
+
+func newEntries() *Entries {
+	return &Entries{begun: map[string]bool{}, done: map[string]bool{}, data: map[string]map[string]string{}}
 }
 
 // Begun reports whether step was begun (done or not).
