@@ -261,6 +261,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		hasLeader := func() bool { _, ok := d.raft.Leader(); return ok }
 		advertiseWhileLeaderless(ctx, hasLeader, d.node.AdvertiseSoon, leaderlessAdvertAfter, time.Second, d.log)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		list := func() (out []peer.AddrInfo) {
+			d.fsm.View(func(s *plan.State) { out = registeredAddrs(s, d.node.ID()) })
+			return out
+		}
+		keepRegisteredAddrs(ctx, list, d.node.Host.Peerstore(), registeredAddrsEvery, registeredAddrsTTL, d.log)
+	}()
 	errs := make(chan error, 3)
 	for _, run := range []func(context.Context) error{d.coord.Run, d.agent.Run, d.runBackups} {
 		wg.Add(1)

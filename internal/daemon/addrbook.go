@@ -1,0 +1,76 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"go.uber.org/zap"
+
+	"github.com/upgraded/upgraded/coordination/plan"
+)
+
+// Every daemon registers its libp2p addresses in the plan state, which every
+// daemon holds. libp2p dials from its own peerstore only, filled by
+// connections and by gossiped advertisements, and under load those are lost:
+// at 100 daemons a newly elected raft leader had no address for 28 of its
+// members, and a host that could not reach the artifact's seeder ("no
+// addresses") fetched the artifact from the source itself. Every
+// registeredAddrsEvery each daemon gives its peerstore the registered
+// addresses of every host, valid for registeredAddrsTTL, so that what the
+// plan state knows libp2p can dial.
+const (
+	registeredAddrsEvery = 10 * time.Second
+	registeredAddrsTTL   = 10 * registeredAddrsEvery
+)
+
+// registeredAddrs lists the registered addresses of every host of s but
+// self. An address that does not parse, or names another peer, is left out.
+func registeredAddrs(s *plan.State, self peer.ID) []peer.AddrInfo {
+	out := make([]peer.AddrInfo, 0, len(s.Hosts))
+	for id, h := range s.Hosts {
+		if id == self.String() || len(h.Addrs) == 0 {
+			continue
+		}
+		pid, err := peer.Decode(id)
+		if err != nil {
+			continue
+		}
+		ai := peer.AddrInfo{ID: pid}
+		for _, a := range h.Addrs {
+			if p, err := peer.AddrInfoFromString(a); err == nil && p.ID == pid {
+				ai.Addrs = append(ai.Addrs, p.Addrs...)
+			}
+		}
+		if len(ai.Addrs) > 0 {
+			out = append(out, ai)
+		}
+	}
+	return out
+}
+
+// keepRegisteredAddrs adds, at once and then every `every` until ctx ends,
+// the addresses that list returns to book for ttl. It logs the hosts of
+// which book held no address at all: those libp2p could not have dialled.
+func keepRegisteredAddrs(ctx context.Context, list func() []peer.AddrInfo, book peerstore.AddrBook, every, ttl time.Duration, log *zap.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		missing := 0
+		for _, ai := range list() {
+			if len(book.Addrs(ai.ID)) == 0 {
+				missing++
+			}
+			book.AddAddrs(ai.ID, ai.Addrs, ttl)
+		}
+		if missing > 0 {
+			log.Debug("gave libp2p the registered addresses of hosts it had none for", zap.Int("hosts", missing))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
