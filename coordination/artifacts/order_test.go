@@ -57,7 +57,10 @@ func TestWaitingTakeOver(t *testing.T) {
 		{name: "the seeder fetches at once", self: "h0", want: true, reason: "seeder"},
 		{name: "the second waits for a quiet seeder's turn", self: "h1", events: []event{{id: "h0", o: outcomeWait}}, at: T - time.Second},
 		{name: "the second takes over once the seeder's turn is over", self: "h1", at: T, want: true, reason: "silent past its turn"},
-		{name: "the second takes over from an unreachable seeder at once", self: "h1", events: []event{{id: "h0", o: outcomeGone}}, want: true, reason: "unreachable"},
+		{name: "the second takes over from a seeder that refused at once", self: "h1", events: []event{{id: "h0", o: outcomeGone}}, want: true, reason: "refused"},
+		{name: "the second waits for an unreachable seeder's turn", self: "h1", events: []event{{id: "h0", o: outcomeUnreachable}}, at: T - time.Second},
+		{name: "the second takes over once an unreachable seeder's turn is over", self: "h1", events: []event{{id: "h0", o: outcomeUnreachable}}, at: T, want: true, reason: "unreachable past its turn"},
+		{name: "a seeder unreachable then heard fetching is given more time", self: "h1", events: []event{{id: "h0", o: outcomeUnreachable}, {id: "h0", o: outcomeFetching, at: T - time.Second}}, at: 2*T - 2*time.Second},
 		{name: "the second takes over from a seeder whose source failed", self: "h1", events: []event{{id: "h0", o: outcomeFailed}}, want: true, reason: "failed to fetch"},
 		{name: "the second takes over from a forger", self: "h1", events: []event{{id: "h0", o: outcomeBad}}, want: true, reason: "wrong copy"},
 		{name: "a seeder heard fetching is given more time", self: "h1", events: []event{{id: "h0", o: outcomeFetching, at: T - time.Second}}, at: 2*T - 2*time.Second},
@@ -82,7 +85,11 @@ func TestWaitingTakeOver(t *testing.T) {
 	w.note("h0", outcomeBad, t0)
 	w.note("h3", outcomeGone, t0)
 	if got := w.candidates(); !reflect.DeepEqual(got, []string{"h1"}) {
-		t.Fatalf("candidates = %v, want only h1 (h0 forged, h3 unreachable, h2 is self)", got)
+		t.Fatalf("candidates = %v, want only h1 (h0 forged, h3 refused, h2 is self)", got)
+	}
+	w.note("h1", outcomeUnreachable, t0)
+	if got := w.candidates(); !reflect.DeepEqual(got, []string{"h1"}) {
+		t.Fatalf("candidates = %v, want h1 still: an unreachable peer is asked again", got)
 	}
 	if w := newWaiting(order, "elsewhere", t0, T); w.rank != -1 {
 		t.Fatalf("a host outside the plan has rank %d", w.rank)
@@ -114,6 +121,6 @@ func TestEachRoundAsksABoundedRotatingSet(t *testing.T) {
 	}
 	w.note("h0", outcomeGone, t0)
 	if ids := w.toAsk(0, 3, t0); ids[len(ids)-1] != "h1" {
-		t.Fatalf("with h0 unreachable the round ends with %v, want h1 next in the order", ids)
+		t.Fatalf("with h0 refusing the round ends with %v, want h1 next in the order", ids)
 	}
 }

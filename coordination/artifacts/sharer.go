@@ -92,8 +92,8 @@ func New(cfg Config) (*Sharer, error) {
 // Order: the first fetches from the source; every other host asks its peers
 // (any that holds a verified copy, so copies spread like a tree) until one
 // serves it, and takes over the source fetch itself only when every host
-// before it in the Order is unreachable, failed, sent wrong bytes, or stayed
-// silent past its turn; past MaxWait it fetches from the source as a last resort.
+// before it in the Order refused, failed, sent wrong bytes, or stayed silent
+// or unreachable past its turn; past MaxWait it fetches from the source as a last resort.
 func (s *Sharer) FetchArtifact(ctx context.Context, p *plan.Plan, a plan.Artifact, dir string) (string, error) {
 	sha := key(a.SHA256)
 	if err := checkSHA(sha); err != nil {
@@ -164,7 +164,7 @@ func (s *Sharer) askPeers(ctx context.Context, log *zap.Logger, ids []string, w 
 				return false, fmt.Errorf("fetching artifact sha256 %s from %s: %w", sha, id, ctx.Err())
 			}
 			log.Warn("rejected a peer's copy of the artifact; asking another", zap.String("peer", id), zap.Error(err))
-		case outcomeGone:
+		case outcomeGone, outcomeUnreachable:
 			log.Debug("peer cannot serve the artifact", zap.String("peer", id), zap.Error(err))
 		}
 	}

@@ -70,8 +70,10 @@ func TestFiveHostsFetchOneCopyFromTheSource(t *testing.T) {
 	}
 }
 
+// A seeder that is down is waited for until its turn is over (it may only be
+// unreachable for a while), then the next host fetches from the source.
 func TestSeederDownNextHostFetches(t *testing.T) {
-	all := startSwarm(t, 5, swarmOpts{log: testLog})
+	all := startSwarm(t, 5, swarmOpts{log: testLog, seederTimeout: 2 * time.Second})
 	src := newSource(t, 256<<10)
 	p := planOf("plan-1", all, src.artifact())
 	ranked := byRank(all, src.sha)
@@ -86,6 +88,37 @@ func TestSeederDownNextHostFetches(t *testing.T) {
 	}
 	if up[0].seen.from("source") == 0 {
 		t.Fatalf("the host after the down seeder did not take over the fetch from the source")
+	}
+}
+
+// A seeder that cannot be reached at first (here its server is down for a
+// second; at 100 hosts under load it was dials failing) is waited for, and
+// the source still serves one copy: a host that gave it up at the first
+// failed dial would fetch a second.
+func TestSeederUnreachableForAWhileStaysTheOnlySourceFetch(t *testing.T) {
+	ds := startSwarm(t, 4, swarmOpts{log: testLog})
+	src := newSource(t, 64<<10)
+	p := planOf("plan-1", ds, src.artifact())
+	seeder := byRank(ds, src.sha)[0]
+	seeder.server.Close()
+	back := make(chan error, 1)
+	time.AfterFunc(time.Second, func() {
+		srv, err := Serve(ServerConfig{Host: seeder.node.Host, Store: seeder.store, Observer: seeder.seen, Log: zap.NewNop()})
+		if err == nil {
+			t.Cleanup(srv.Close)
+		}
+		back <- err
+	})
+	paths, errs := fetchAll(testCtx(t), ds, p, src.artifact())
+	if err := <-back; err != nil {
+		t.Fatal(err)
+	}
+	checkAllHold(t, ds, src, paths, errs)
+	if got := src.served.Load(); got != int64(len(src.body)) {
+		t.Fatalf("the source served %d bytes, want exactly one copy (%d)", got, len(src.body))
+	}
+	if seeder.seen.from("source") == 0 {
+		t.Fatalf("the seeder did not fetch from the source")
 	}
 }
 

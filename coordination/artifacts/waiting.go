@@ -16,7 +16,13 @@ const (
 	outcomeFetching                // it is fetching from the source now: alive, give it time
 	outcomeFailed                  // its own fetch from the source failed
 	outcomeBad                     // it sent a wrong, short or oversize copy: never asked again for this artifact
-	outcomeGone                    // unreachable or refusing: not asked again for this artifact
+	outcomeGone                    // it refused the request: not asked again for this artifact
+	// outcomeUnreachable: no stream could be opened to it. Asked again, and
+	// waited for until its turn is over, as a silent one: at 100 hosts on a
+	// loaded machine dials fail for a while (and libp2p then backs off) with
+	// every daemon up, and giving up a seeder at its first failed dial sent
+	// 13 hosts to the source instead of one.
+	outcomeUnreachable
 )
 
 // errNoAnswer marks a peer that took the request but did not answer in time.
@@ -32,7 +38,9 @@ func classify(err error) outcome {
 		return outcomeFetching
 	case errors.Is(err, ErrSourceFailed):
 		return outcomeFailed
-	case errors.Is(err, ErrUnreachable), errors.Is(err, ErrRefused):
+	case errors.Is(err, ErrUnreachable):
+		return outcomeUnreachable
+	case errors.Is(err, ErrRefused):
 		return outcomeGone
 	}
 	return outcomeBad
@@ -142,13 +150,16 @@ func (w *waiting) takeOver(now time.Time) (string, bool) {
 func (w *waiting) givenUp(id string, now time.Time) string {
 	switch w.last[id] {
 	case outcomeGone:
-		return "unreachable"
+		return "refused the request"
 	case outcomeBad:
 		return "sent a wrong copy"
 	case outcomeFailed:
 		return "failed to fetch from the source"
 	}
 	if !now.Before(w.deadline[id]) {
+		if w.last[id] == outcomeUnreachable {
+			return "unreachable past its turn"
+		}
 		return "silent past its turn"
 	}
 	return ""
