@@ -133,6 +133,7 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 // announce publishes the envelope and waits until the plan state holds the
 // plan or its refusal, publishing again while no leader took it.
 func (s *Server) announce(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	data, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: "reading announcement: " + err.Error()})
@@ -149,6 +150,8 @@ func (s *Server) announce(w http.ResponseWriter, r *http.Request) {
 		case ans.Rejected != "":
 			return http.StatusUnprocessableEntity, errorBody{Error: "refused by the cluster: " + ans.Rejected}, true
 		case ans.Plan != nil:
+			s.log.Info("announced plan is in the plan state", zap.String("plan", a.ID),
+				zap.String("phase", string(ans.Plan.Phase)), zap.Duration("took", time.Since(start)))
 			return http.StatusOK, ans, true
 		}
 		return 0, nil, false
