@@ -41,18 +41,25 @@ func (s *State) control(c Command, at time.Time) error {
 		p.Control = fmt.Sprintf("resumed by %s at %s after %s", who, at.UTC().Format(time.RFC3339), held.Round(time.Second))
 		s.advance(p, at)
 	case OpAbort:
+		// Every phase that is not over is named: a phase this switch missed
+		// would record the abort and leave the plan running (a scheduled plan
+		// did, and started at its time).
+		switch p.Phase {
+		case PhaseProposed, PhaseScheduled, PhasePreparing, PhaseSwitching:
+		case PhaseRollingBack:
+			return fmt.Errorf("plan %s is already rolling back", p.ID)
+		default:
+			return fmt.Errorf("plan %s cannot be aborted while %s", p.ID, p.Phase)
+		}
 		p.Paused = false
 		p.Control = fmt.Sprintf("aborted by %s at %s", who, at.UTC().Format(time.RFC3339))
-		switch p.Phase {
-		case PhaseProposed, PhasePreparing:
-			s.end(p, PhaseFailed, "aborted by "+who+"; nothing was stopped", at)
-		case PhaseSwitching:
+		if p.Phase == PhaseSwitching {
 			s.rollback(p, "aborted by "+who, at)
 			if p.Proc() == Bootstrap {
 				s.stepBootstrapRollback(p, at)
 			}
-		case PhaseRollingBack:
-			return fmt.Errorf("plan %s is already rolling back", p.ID)
+		} else {
+			s.end(p, PhaseFailed, "aborted by "+who+"; nothing was stopped", at)
 		}
 	}
 	p.Updated = at

@@ -31,17 +31,26 @@ func TestPauseHoldsResumeShiftsDeadlines(t *testing.T) {
 
 func TestAbort(t *testing.T) {
 	cases := []struct {
-		name    string
-		prepare bool
-		want    Phase
+		name      string
+		scheduled bool
+		prepare   bool
+		want      Phase
 	}{
-		{"during prepare: failed, nothing stopped", false, PhaseFailed},
-		{"during the switch: clean rollback", true, PhaseRollingBack},
+		{"while scheduled: failed, it never starts", true, false, PhaseFailed},
+		{"during prepare: failed, nothing stopped", false, false, PhaseFailed},
+		{"during the switch: clean rollback", false, true, PhaseRollingBack},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			s := threeHosts(t)
-			_ = s.Apply(Command{Op: OpPropose, Announcement: announcement("p", "1.1.6")}, t0)
+			a := announcement("p", "1.1.6")
+			if tc.scheduled {
+				a.At = t0.Add(30 * time.Minute)
+			}
+			_ = s.Apply(Command{Op: OpPropose, Announcement: a}, t0)
+			if p := s.Plans["p"]; tc.scheduled && p.Phase != PhaseScheduled {
+				t.Fatalf("a plan for later is %s, want scheduled", p.Phase)
+			}
 			if tc.prepare {
 				prepareAll(t, s)
 			}
@@ -50,6 +59,11 @@ func TestAbort(t *testing.T) {
 			}
 			if p := s.Plans["p"]; p.Phase != tc.want || p.Control == "" {
 				t.Fatalf("phase %s (%s), want %s", p.Phase, p.Control, tc.want)
+			}
+			// Its start time passing changes nothing once it was aborted.
+			_ = s.Apply(Command{Op: OpTimeout, PlanID: "p", Phase: PhaseScheduled}, t0.Add(31*time.Minute))
+			if p := s.Plans["p"]; p.Phase != tc.want {
+				t.Fatalf("after its start time an aborted plan is %s, want %s", p.Phase, tc.want)
 			}
 		})
 	}
