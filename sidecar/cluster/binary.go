@@ -18,9 +18,13 @@ const (
 	maxOutput = 1 << 20
 	// errorTailLines is how much of the output an error quotes.
 	errorTailLines = 10
-	// waitDelay bounds how long a killed command may keep its output pipes
-	// open (e.g. through a child it left behind) before Wait gives up.
-	waitDelay = 2 * time.Second
+	// waitDelay bounds how long the output pipes may stay open once the
+	// command exited or was killed (e.g. through a child it left behind)
+	// before Wait gives up. It also bounds the copy of the output after a
+	// normal exit: at 2 s a host of the N=100 benchmark too busy to schedule
+	// that copy failed its preparation on `daemon --help` ("WaitDelay
+	// expired before I/O complete"), as stage.VerifyVersion had at 1 s.
+	waitDelay = 10 * time.Second
 )
 
 // Binary is an installed `ipfs-cluster-service`.

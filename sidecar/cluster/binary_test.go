@@ -226,6 +226,24 @@ func TestBinaryFailureCarriesCommandAndOutput(t *testing.T) {
 	}
 }
 
+// A command whose output stays open for a few seconds after it exited (a
+// straggling child here; a host too busy to copy the output at N=100) is
+// still read whole, not failed with "WaitDelay expired before I/O complete".
+func TestBinaryOutputReadAfterASlowClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipfs-cluster-service")
+	script := "#!/bin/sh\necho 'Usage: ipfs-cluster-service daemon'\n(sleep 3; echo '  --upgrade') &\nexit 0\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := Binary{Path: path}.run(testCtx(t), "daemon", "--help")
+	if err != nil {
+		t.Fatalf("run = %v", err)
+	}
+	if !strings.Contains(out, "Usage") || !strings.Contains(out, "--upgrade") {
+		t.Fatalf("output %q lacks what was written before or after the exit", out)
+	}
+}
+
 func TestBinaryMissing(t *testing.T) {
 	if _, err := (Binary{}).Version(testCtx(t)); err == nil {
 		t.Error("an unset path ran")
