@@ -30,24 +30,28 @@ const (
 func registeredAddrs(s *plan.State, self peer.ID) []peer.AddrInfo {
 	out := make([]peer.AddrInfo, 0, len(s.Hosts))
 	for id, h := range s.Hosts {
-		if id == self.String() || len(h.Addrs) == 0 {
+		if id == self.String() {
 			continue
 		}
-		pid, err := peer.Decode(id)
-		if err != nil {
-			continue
-		}
-		ai := peer.AddrInfo{ID: pid}
-		for _, a := range h.Addrs {
-			if p, err := peer.AddrInfoFromString(a); err == nil && p.ID == pid {
-				ai.Addrs = append(ai.Addrs, p.Addrs...)
+		if pid, err := peer.Decode(id); err == nil {
+			if ai := hostAddrInfo(pid, h); len(ai.Addrs) > 0 {
+				out = append(out, ai)
 			}
-		}
-		if len(ai.Addrs) > 0 {
-			out = append(out, ai)
 		}
 	}
 	return out
+}
+
+// hostAddrInfo is the addresses host h registered for itself, id; one that
+// does not parse, or names another peer, is left out.
+func hostAddrInfo(id peer.ID, h *plan.Host) peer.AddrInfo {
+	ai := peer.AddrInfo{ID: id}
+	for _, a := range h.Addrs {
+		if p, err := peer.AddrInfoFromString(a); err == nil && p.ID == id {
+			ai.Addrs = append(ai.Addrs, p.Addrs...)
+		}
+	}
+	return ai
 }
 
 // keepRegisteredAddrs adds, at once and then every `every` until ctx ends,

@@ -164,15 +164,13 @@ func (d *Daemon) call(ctx context.Context, host, op string, args, out any) error
 
 // learnAddrs gives libp2p the addresses the host registered, in case the swarm lost them.
 func (d *Daemon) learnAddrs(id peer.ID) {
-	h, ok := d.fsm.State().Hosts[id.String()]
-	if !ok {
-		return
-	}
-	for _, a := range h.Addrs {
-		if ai, err := peer.AddrInfoFromString(a); err == nil && ai.ID == id {
-			d.node.Host.Peerstore().AddAddrs(id, ai.Addrs, time.Hour)
+	var ai peer.AddrInfo
+	d.fsm.View(func(s *plan.State) {
+		if h, ok := s.Hosts[id.String()]; ok {
+			ai = hostAddrInfo(id, h)
 		}
-	}
+	})
+	d.node.Host.Peerstore().AddAddrs(id, ai.Addrs, time.Hour)
 }
 
 // hostIDs is this daemon, then every daemon registered in the plan state or member of the raft group, sorted.
