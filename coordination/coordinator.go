@@ -57,6 +57,7 @@ type Coordinator struct {
 	pending  map[string]plan.HostProgress // progress not yet seen in the plan state, per plan
 	heldTill map[string]time.Time         // a pending outage step is not sent before, see progressHold
 	holdMore time.Duration                // this host's share of progressHoldSpread
+	outage   map[string]bool              // plans whose last report from this host was a step of its outage
 	wake     chan struct{}
 
 	leader func() (peer.ID, bool) // the raft leader as this daemon knows it
@@ -79,7 +80,7 @@ func New(cfg Config) (*Coordinator, error) {
 	h := fnv.New32a()
 	h.Write([]byte(cfg.Node.ID()))
 	c := &Coordinator{cfg: cfg, log: cfg.Log.Named("coordination"), trusted: map[peer.ID]bool{},
-		pending: map[string]plan.HostProgress{}, heldTill: map[string]time.Time{}, wake: make(chan struct{}, 1),
+		pending: map[string]plan.HostProgress{}, heldTill: map[string]time.Time{}, outage: map[string]bool{}, wake: make(chan struct{}, 1),
 		holdMore: time.Duration(h.Sum32()) % progressHoldSpread, leader: cfg.Raft.Leader}
 	cfg.Raft.CheckForwarded(checkForwarded)
 	for _, id := range cfg.Trusted {
@@ -150,7 +151,14 @@ func (c *Coordinator) housekeeping(ctx context.Context) {
 
 // register records this host in the plan state when its record is missing or
 // out of date. It reports whether the state is up to date.
+//
+// It waits while this host is in its outage (see inOutage): the peer's new
+// version would be a second command per host, at the moment every host
+// restarts its peer, and the host's verified report records that version.
 func (c *Coordinator) register(ctx context.Context) bool {
+	if c.inOutage() {
+		return false
+	}
 	ictx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	h, err := c.cfg.HostInfo(ictx)
@@ -174,6 +182,39 @@ func (c *Coordinator) register(ctx context.Context) bool {
 	}
 	c.log.Info("host registered", zap.String("cluster_peer", h.ClusterPeer), zap.String("version", h.Version))
 	return true
+}
+
+// inOutage reports whether this host, in a plan not over, is in its outage
+// (stopping, swapping or starting its peer) as far as the plan state knows:
+// from its first report of a step of the outage to the plan state's taking
+// its next step.
+func (c *Coordinator) inOutage() bool {
+	c.mu.Lock()
+	ids := make([]string, 0, len(c.outage))
+	for id := range c.outage {
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	if len(ids) == 0 {
+		return false
+	}
+	running := false
+	c.cfg.FSM.View(func(s *plan.State) {
+		for _, id := range ids {
+			if p, ok := s.Plans[id]; ok && !p.Phase.Terminal() {
+				running = true
+				return
+			}
+		}
+	})
+	if !running {
+		c.mu.Lock()
+		for _, id := range ids {
+			delete(c.outage, id)
+		}
+		c.mu.Unlock()
+	}
+	return running
 }
 
 func sameHost(a, b plan.Host) bool {
@@ -219,6 +260,9 @@ func (c *Coordinator) Report(planID string, p plan.HostProgress) {
 	if ok && old.Seq >= p.Seq {
 		p.Seq = old.Seq + 1 // two reports within one clock tick keep their order
 	}
+	if outageStep(p.Step) {
+		c.outage[planID] = true // until a later step is in the state, see delivered
+	}
 	switch {
 	case !outageStep(p.Step):
 		delete(c.heldTill, planID)
@@ -245,11 +289,15 @@ const progressRetry = 500 * time.Millisecond
 // plan's decisions need none of them: a report of one of these steps waits
 // progressHold (plus up to progressHoldSpread, by host, so the hosts' reports
 // do not arrive together), and the host's later steps replace it meanwhile;
-// any other step is sent at once. `upgraded status` shows the outage steps
-// up to 1.5 s late. Plans of fewer than progressHoldHosts hosts, whose few
-// reports cost little, show them as they come.
+// any other step is sent at once. So a host whose peer is healthy again
+// within progressHold sends its verification alone, and one that takes
+// longer shows "starting" after it. The hold was 1 s: at N=50 (a 4 s
+// outage) every host's "starting" report still reached every daemon in the
+// middle of the outage. `upgraded status` shows the outage steps up to 5.5 s
+// late. Plans of fewer than progressHoldHosts hosts, whose
+// few reports cost little, show them as they come.
 const (
-	progressHold       = time.Second
+	progressHold       = 5 * time.Second
 	progressHoldSpread = 500 * time.Millisecond
 	progressHoldHosts  = 10
 )
@@ -314,12 +362,7 @@ func (c *Coordinator) progressOut(ctx context.Context) {
 			}
 			if done {
 				failing = failStreak{}
-				c.mu.Lock()
-				if cur, ok := c.pending[id]; ok && cur.Seq == p.Seq {
-					delete(c.pending, id)
-					delete(c.heldTill, id)
-				}
-				c.mu.Unlock()
+				c.delivered(id, p)
 			}
 		}
 		select {
@@ -327,6 +370,22 @@ func (c *Coordinator) progressOut(ctx context.Context) {
 			return
 		case <-c.wake:
 		case <-t.C:
+		}
+	}
+}
+
+// delivered forgets report p of plan planID, now in the plan state (or
+// refused for good), unless a newer one replaced it meanwhile. A step after
+// the outage ends the outage for registration only now: the host record the
+// report carries (the peer's new version) is in the state.
+func (c *Coordinator) delivered(planID string, p plan.HostProgress) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, ok := c.pending[planID]; ok && cur.Seq == p.Seq {
+		delete(c.pending, planID)
+		delete(c.heldTill, planID)
+		if !outageStep(p.Step) {
+			delete(c.outage, planID)
 		}
 	}
 }

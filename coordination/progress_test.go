@@ -1,6 +1,7 @@
 package coordination
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -77,13 +78,13 @@ func fsmWithPlan(t *testing.T, n int, at time.Time) *plan.FSM {
 func TestOutageStepsWaitAndOtherStepsDoNot(t *testing.T) {
 	now := time.Date(2026, 11, 25, 4, 0, 0, 0, time.UTC)
 	small := &Coordinator{cfg: Config{Clock: func() time.Time { return now }, FSM: fsmWithPlan(t, 9, now)},
-		pending: map[string]plan.HostProgress{}, heldTill: map[string]time.Time{}, wake: make(chan struct{}, 1)}
+		pending: map[string]plan.HostProgress{}, heldTill: map[string]time.Time{}, outage: map[string]bool{}, wake: make(chan struct{}, 1)}
 	small.Report("p", plan.HostProgress{Step: plan.StepStopping})
 	if small.held("p", now) {
 		t.Fatal("a 9-host plan's stopping report waits")
 	}
 	c := &Coordinator{cfg: Config{Clock: func() time.Time { return now }, FSM: fsmWithPlan(t, 10, now)}, pending: map[string]plan.HostProgress{},
-		heldTill: map[string]time.Time{}, holdMore: 200 * time.Millisecond, wake: make(chan struct{}, 1)}
+		heldTill: map[string]time.Time{}, outage: map[string]bool{}, holdMore: 200 * time.Millisecond, wake: make(chan struct{}, 1)}
 	report := func(step plan.Step) { c.Report("p", plan.HostProgress{Step: step}) }
 	at := func(d time.Duration) time.Time { return now.Add(d) }
 
@@ -92,10 +93,10 @@ func TestOutageStepsWaitAndOtherStepsDoNot(t *testing.T) {
 		t.Fatal("a prepared report waits")
 	}
 	report(plan.StepStopping)
-	if !c.held("p", at(time.Second)) || c.held("p", at(1200*time.Millisecond)) {
-		t.Fatal("a stopping report must wait progressHold plus this host's spread (1.2 s), no more")
+	if !c.held("p", at(5*time.Second)) || c.held("p", at(5200*time.Millisecond)) {
+		t.Fatal("a stopping report must wait progressHold plus this host's spread (5.2 s), no more")
 	}
-	now = at(800 * time.Millisecond)
+	now = at(4800 * time.Millisecond)
 	report(plan.StepStarting) // replaces it, on the first one's clock
 	if !c.held("p", at(300*time.Millisecond)) || c.held("p", at(400*time.Millisecond)) {
 		t.Fatal("a later step of the same outage extended the wait")
@@ -108,7 +109,56 @@ func TestOutageStepsWaitAndOtherStepsDoNot(t *testing.T) {
 		t.Fatal("a failure waits behind the outage's hold")
 	}
 	report(plan.StepStarting) // a new outage (a rollback's start) waits again
-	if !c.held("p", at(time.Second)) {
+	if !c.held("p", at(5*time.Second)) {
 		t.Fatal("a new outage step after another step does not wait")
+	}
+}
+
+// While this host stops, swaps and starts its peer, its record is not sent
+// again: every host would register its peer's new version at the moment all
+// of them restart, and the verified report records that version anyway.
+// Once the plan state holds the host's next step, or the plan ends,
+// registration resumes.
+func TestRegistrationWaitsOutTheHostsOutage(t *testing.T) {
+	now := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	fsm := fsmWithPlan(t, 10, now)
+	asked := 0
+	c := &Coordinator{log: zap.NewNop(), pending: map[string]plan.HostProgress{}, heldTill: map[string]time.Time{},
+		outage: map[string]bool{}, wake: make(chan struct{}, 1),
+		cfg: Config{Clock: func() time.Time { return now }, FSM: fsm, HostInfo: func(context.Context) (plan.Host, error) {
+			asked++
+			// The record already in the state: register has nothing to send.
+			return plan.Host{ID: "h0", ClusterPeer: "c0", Version: "1.0.8"}, nil
+		}}}
+	ctx := context.Background()
+	if !c.register(ctx) || asked != 1 {
+		t.Fatalf("before the outage: register up to date %v after %d questions, want true after 1", c.register(ctx), asked)
+	}
+	for _, step := range []plan.Step{plan.StepStopping, plan.StepSwapping, plan.StepStarting} {
+		c.Report("p", plan.HostProgress{Step: step})
+		if c.register(ctx) || asked != 1 {
+			t.Fatalf("while %s: register went ahead (host asked %d times)", step, asked)
+		}
+	}
+	verified := plan.HostProgress{Step: plan.StepVerified, Version: "1.1.6"}
+	c.Report("p", verified)
+	if c.register(ctx) || asked != 1 {
+		t.Fatalf("registered before the verified report was in the state (host asked %d times)", asked)
+	}
+	c.delivered("p", c.pending["p"])
+	if !c.register(ctx) || asked != 2 {
+		t.Fatalf("after the outage: register did not resume (host asked %d times)", asked)
+	}
+
+	// A plan that ends during the outage (aborted, timed out) releases it.
+	c.Report("p", plan.HostProgress{Step: plan.StepStarting})
+	if c.register(ctx) {
+		t.Fatal("registered during the outage")
+	}
+	if res := fsm.Apply(&raft.Log{Index: 100, Data: plan.Command{Op: plan.OpAbort, PlanID: "p", Signer: "op"}.Encode(), AppendedAt: now}); res != nil {
+		t.Fatalf("abort: %v", res)
+	}
+	if !c.register(ctx) || asked != 3 {
+		t.Fatalf("after the plan ended: register did not resume (host asked %d times)", asked)
 	}
 }
