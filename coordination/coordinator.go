@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -57,7 +58,8 @@ type Coordinator struct {
 	pending  map[string]plan.HostProgress // progress not yet seen in the plan state, per plan
 	heldTill map[string]time.Time         // a pending outage step is not sent before, see progressHold
 	holdMore time.Duration                // this host's share of progressHoldSpread
-	outage   map[string]bool              // plans whose last report from this host was a step of its outage
+	outage   map[string]int64             // plans in which this host is in its outage, see inOutage
+	self     string                       // this daemon's peer ID, as the plan state names its host
 	wake     chan struct{}
 
 	leader func() (peer.ID, bool) // the raft leader as this daemon knows it
@@ -80,8 +82,8 @@ func New(cfg Config) (*Coordinator, error) {
 	h := fnv.New32a()
 	h.Write([]byte(cfg.Node.ID()))
 	c := &Coordinator{cfg: cfg, log: cfg.Log.Named("coordination"), trusted: map[peer.ID]bool{},
-		pending: map[string]plan.HostProgress{}, heldTill: map[string]time.Time{}, outage: map[string]bool{}, wake: make(chan struct{}, 1),
-		holdMore: time.Duration(h.Sum32()) % progressHoldSpread, leader: cfg.Raft.Leader}
+		pending: map[string]plan.HostProgress{}, heldTill: map[string]time.Time{}, outage: map[string]int64{}, wake: make(chan struct{}, 1),
+		self: cfg.Node.ID().String(), holdMore: time.Duration(h.Sum32()) % progressHoldSpread, leader: cfg.Raft.Leader}
 	cfg.Raft.CheckForwarded(checkForwarded)
 	for _, id := range cfg.Trusted {
 		c.trusted[id] = true
@@ -185,36 +187,39 @@ func (c *Coordinator) register(ctx context.Context) bool {
 }
 
 // inOutage reports whether this host, in a plan not over, is in its outage
-// (stopping, swapping or starting its peer) as far as the plan state knows:
-// from its first report of a step of the outage to the plan state's taking
-// its next step.
+// (stopping, swapping or starting its peer) as far as this daemon's copy of
+// the plan state knows: from its first report of a step of the outage until
+// that copy holds the report of its next step. Not until the leader took the
+// report: this daemon applies it later, and registering in between would
+// send the host record the report is about to update.
 func (c *Coordinator) inOutage() bool {
 	c.mu.Lock()
-	ids := make([]string, 0, len(c.outage))
-	for id := range c.outage {
-		ids = append(ids, id)
-	}
+	ends := maps.Clone(c.outage)
 	c.mu.Unlock()
-	if len(ids) == 0 {
+	if len(ends) == 0 {
 		return false
 	}
-	running := false
+	over := map[string]bool{}
 	c.cfg.FSM.View(func(s *plan.State) {
-		for _, id := range ids {
-			if p, ok := s.Plans[id]; ok && !p.Phase.Terminal() {
-				running = true
-				return
+		for id, seq := range ends {
+			p, ok := s.Plans[id]
+			if !ok || p.Phase.Terminal() {
+				over[id] = true
+				continue
+			}
+			if h, ok := p.Hosts[c.self]; ok && seq != 0 && h.Seq >= seq {
+				over[id] = true
 			}
 		}
 	})
-	if !running {
-		c.mu.Lock()
-		for _, id := range ids {
+	c.mu.Lock()
+	for id := range over {
+		if c.outage[id] == ends[id] { // not a new outage meanwhile
 			delete(c.outage, id)
 		}
-		c.mu.Unlock()
 	}
-	return running
+	c.mu.Unlock()
+	return len(over) < len(ends)
 }
 
 func sameHost(a, b plan.Host) bool {
@@ -261,7 +266,9 @@ func (c *Coordinator) Report(planID string, p plan.HostProgress) {
 		p.Seq = old.Seq + 1 // two reports within one clock tick keep their order
 	}
 	if outageStep(p.Step) {
-		c.outage[planID] = true // until a later step is in the state, see delivered
+		c.outage[planID] = 0
+	} else if _, ok := c.outage[planID]; ok {
+		c.outage[planID] = p.Seq // the outage ends once the state holds this report
 	}
 	switch {
 	case !outageStep(p.Step):
@@ -375,18 +382,13 @@ func (c *Coordinator) progressOut(ctx context.Context) {
 }
 
 // delivered forgets report p of plan planID, now in the plan state (or
-// refused for good), unless a newer one replaced it meanwhile. A step after
-// the outage ends the outage for registration only now: the host record the
-// report carries (the peer's new version) is in the state.
+// refused for good), unless a newer one replaced it meanwhile.
 func (c *Coordinator) delivered(planID string, p plan.HostProgress) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if cur, ok := c.pending[planID]; ok && cur.Seq == p.Seq {
 		delete(c.pending, planID)
 		delete(c.heldTill, planID)
-		if !outageStep(p.Step) {
-			delete(c.outage, planID)
-		}
 	}
 }
 

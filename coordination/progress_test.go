@@ -78,13 +78,13 @@ func fsmWithPlan(t *testing.T, n int, at time.Time) *plan.FSM {
 func TestOutageStepsWaitAndOtherStepsDoNot(t *testing.T) {
 	now := time.Date(2026, 11, 25, 4, 0, 0, 0, time.UTC)
 	small := &Coordinator{cfg: Config{Clock: func() time.Time { return now }, FSM: fsmWithPlan(t, 9, now)},
-		pending: map[string]plan.HostProgress{}, heldTill: map[string]time.Time{}, outage: map[string]bool{}, wake: make(chan struct{}, 1)}
+		pending: map[string]plan.HostProgress{}, heldTill: map[string]time.Time{}, outage: map[string]int64{}, wake: make(chan struct{}, 1)}
 	small.Report("p", plan.HostProgress{Step: plan.StepStopping})
 	if small.held("p", now) {
 		t.Fatal("a 9-host plan's stopping report waits")
 	}
 	c := &Coordinator{cfg: Config{Clock: func() time.Time { return now }, FSM: fsmWithPlan(t, 10, now)}, pending: map[string]plan.HostProgress{},
-		heldTill: map[string]time.Time{}, outage: map[string]bool{}, holdMore: 200 * time.Millisecond, wake: make(chan struct{}, 1)}
+		heldTill: map[string]time.Time{}, outage: map[string]int64{}, holdMore: 200 * time.Millisecond, wake: make(chan struct{}, 1)}
 	report := func(step plan.Step) { c.Report("p", plan.HostProgress{Step: step}) }
 	at := func(d time.Duration) time.Time { return now.Add(d) }
 
@@ -122,13 +122,14 @@ func TestOutageStepsWaitAndOtherStepsDoNot(t *testing.T) {
 func TestRegistrationWaitsOutTheHostsOutage(t *testing.T) {
 	now := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
 	fsm := fsmWithPlan(t, 10, now)
-	asked := 0
-	c := &Coordinator{log: zap.NewNop(), pending: map[string]plan.HostProgress{}, heldTill: map[string]time.Time{},
-		outage: map[string]bool{}, wake: make(chan struct{}, 1),
+	asked, running := 0, "1.0.8"
+	c := &Coordinator{log: zap.NewNop(), self: "h0", pending: map[string]plan.HostProgress{}, heldTill: map[string]time.Time{},
+		outage: map[string]int64{}, wake: make(chan struct{}, 1),
 		cfg: Config{Clock: func() time.Time { return now }, FSM: fsm, HostInfo: func(context.Context) (plan.Host, error) {
 			asked++
-			// The record already in the state: register has nothing to send.
-			return plan.Host{ID: "h0", ClusterPeer: "c0", Version: "1.0.8"}, nil
+			// The record in the state, once it holds the version running: then
+			// register has nothing to send (and no raft to send it with here).
+			return plan.Host{ID: "h0", ClusterPeer: "c0", Version: running}, nil
 		}}}
 	ctx := context.Background()
 	if !c.register(ctx) || asked != 1 {
@@ -136,6 +137,9 @@ func TestRegistrationWaitsOutTheHostsOutage(t *testing.T) {
 	}
 	for _, step := range []plan.Step{plan.StepStopping, plan.StepSwapping, plan.StepStarting} {
 		c.Report("p", plan.HostProgress{Step: step})
+		if step == plan.StepStarting {
+			running = "1.1.6"
+		}
 		if c.register(ctx) || asked != 1 {
 			t.Fatalf("while %s: register went ahead (host asked %d times)", step, asked)
 		}
@@ -145,7 +149,16 @@ func TestRegistrationWaitsOutTheHostsOutage(t *testing.T) {
 	if c.register(ctx) || asked != 1 {
 		t.Fatalf("registered before the verified report was in the state (host asked %d times)", asked)
 	}
-	c.delivered("p", c.pending["p"])
+	// The leader took it (delivered), but this daemon's copy of the state does
+	// not hold it yet.
+	sent := c.pending["p"]
+	c.delivered("p", sent)
+	if c.register(ctx) || asked != 1 {
+		t.Fatalf("registered before this daemon's state held the verified report (host asked %d times)", asked)
+	}
+	if res := fsm.Apply(&raft.Log{Index: 99, Data: plan.Command{Op: plan.OpProgress, PlanID: "p", HostID: "h0", Progress: &sent}.Encode(), AppendedAt: now}); res != nil {
+		t.Fatalf("progress: %v", res)
+	}
 	if !c.register(ctx) || asked != 2 {
 		t.Fatalf("after the outage: register did not resume (host asked %d times)", asked)
 	}
