@@ -48,7 +48,7 @@ func (a *Agent) remove(ctx context.Context, p *plan.Plan) error {
 	if err := a.leave(ctx, log, resuming); err != nil {
 		return a.fail(p.ID, plan.StepFailed, err)
 	}
-	if err := a.cfg.Runner.Stop(ctx); err != nil {
+	if err := a.stopRunner(ctx); err != nil {
 		return a.fail(p.ID, plan.StepFailed, fmt.Errorf("stopping the removed peer: %w", err))
 	}
 	data, err := a.keepAndClean(ctx, p.ID, from)
@@ -190,7 +190,7 @@ func (a *Agent) rejoin(ctx context.Context, p *plan.Plan) error {
 // joinOnce (re)starts the peer with --bootstrap addr and verifies it.
 func (a *Agent) joinOnce(ctx context.Context, p *plan.Plan, addr, version string, expected, attempt int) (int, error) {
 	if st, err := a.cfg.Runner.Status(ctx); err == nil && st.Running {
-		if err := a.cfg.Runner.Stop(ctx); err != nil {
+		if err := a.stopRunner(ctx); err != nil {
 			return 0, fmt.Errorf("stopping the peer before it joins: %w", err)
 		}
 	}
@@ -207,7 +207,7 @@ func (a *Agent) joinOnce(ctx context.Context, p *plan.Plan, addr, version string
 }
 
 func (a *Agent) leftOut(ctx context.Context, planID string, cause error) error {
-	if err := a.cfg.Runner.Stop(ctx); err != nil {
+	if err := a.stopRunner(ctx); err != nil {
 		a.log.Warn("stopping the peer that could not rejoin", zap.String("plan", planID), zap.Error(err))
 	}
 	a.report(planID, func(hp *plan.HostProgress) {

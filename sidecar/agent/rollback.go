@@ -61,7 +61,7 @@ func (a *Agent) rollback(ctx context.Context, p *plan.Plan) error {
 		}
 		return a.rolledBack(p.ID, from, pins)
 	}
-	if err := a.cfg.Runner.Stop(ctx); err != nil {
+	if err := a.stopRunner(ctx); err != nil {
 		return a.fail(p.ID, plan.StepRollbackErr, fmt.Errorf("stopping the peer: %w", err))
 	}
 	if err := a.activate(from); err != nil {

@@ -308,11 +308,21 @@ func (a *Agent) stopAtBarrier(ctx context.Context, p *plan.Plan, j *Entries) (bo
 }
 
 func (a *Agent) stopPeer(ctx context.Context, planID string) error {
-	if err := a.cfg.Runner.Stop(ctx); err != nil {
+	if err := a.stopRunner(ctx); err != nil {
 		return fmt.Errorf("stopping the peer: %w", err)
 	}
 	a.log.Info("peer stopped", zap.String("plan", planID))
 	return a.cfg.Journal.Done(planID, jStop, nil)
+}
+
+// stopRunner stops the peer through the runner, first closing this agent's
+// idle connections to it so that none holds up the peer's clean shutdown
+// (see cluster.Client.CloseIdleConnections).
+func (a *Agent) stopRunner(ctx context.Context) error {
+	if a.cfg.API != nil {
+		a.cfg.API.CloseIdleConnections()
+	}
+	return a.cfg.Runner.Stop(ctx)
 }
 
 // stateFolders are the folders of a cluster config folder that can hold the pinset.
@@ -454,7 +464,7 @@ func (a *Agent) startPeer(ctx context.Context, planID string, opts sidecar.Start
 		return st.Restarts, nil
 	}
 	if st.Running {
-		if err := a.cfg.Runner.Stop(ctx); err != nil {
+		if err := a.stopRunner(ctx); err != nil {
 			return 0, fmt.Errorf("stopping the peer before its start: %w", err)
 		}
 	}

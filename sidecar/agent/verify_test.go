@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -171,5 +172,57 @@ func TestDescribeNotSeenNamesAFew(t *testing.T) {
 	many := []string{"*a", "*b", "*c", "*d", "*e", "*f", "*g"}
 	if got := describeNotSeen(many, 99); got != "cluster peers not seen: 7 of 99 (*a, *b, *c, *d, *e, ...)" {
 		t.Errorf("seven: %q", got)
+	}
+}
+
+// stopObserver is a runner whose Stop waits (up to 2 s) for the peer's
+// server to hold no connection open, and records how many it still held.
+type stopObserver struct {
+	runningPeer
+	open *atomic.Int32
+	left int32
+}
+
+func (s *stopObserver) Stop(context.Context) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for s.open.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.left = s.open.Load()
+	return nil
+}
+
+// The agent lets go of its idle connections to the peer before stopping it:
+// the peer's clean shutdown (Go's http.Server.Shutdown) waits for
+// connections that are not idle on its side, and a connection the agent's
+// transport dialed but never used is one of those.
+func TestStoppingThePeerClosesTheAgentsIdleConnections(t *testing.T) {
+	var open atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(golden(t, "get-id.json"))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	runner := &stopObserver{open: &open}
+	a := &Agent{log: zap.NewNop(), cfg: Config{API: cluster.NewClient(srv.URL), Runner: runner}}
+	if _, err := a.cfg.API.ID(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if open.Load() != 1 {
+		t.Fatalf("%d connections open after a request, want the one kept alive", open.Load())
+	}
+	if err := a.stopRunner(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if runner.left != 0 {
+		t.Fatalf("the peer was stopped with %d of the agent's connections open", runner.left)
 	}
 }
