@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -55,6 +56,7 @@ const advertSettle = 200 * time.Millisecond
 // advertise publishes this node's addresses on the schedule of advertSchedule.
 func (n *Node) advertise(ctx context.Context, t *Topic, newPeer <-chan struct{}) {
 	s := newAdvertSchedule(time.Now(), n.cfg.AdvertiseInterval)
+	s.jitter = spreadGap
 	timer := time.NewTimer(time.Until(s.next))
 	defer timer.Stop()
 	for {
@@ -97,6 +99,17 @@ type advertSchedule struct {
 	gap       time.Duration // the next periodic interval
 	last      time.Time     // the last advertisement, zero before the first
 	next      time.Time     // when the next one is due
+	// jitter, when set, varies each periodic interval (see spreadGap).
+	jitter func(time.Duration) time.Duration
+}
+
+// spreadGap varies a periodic interval by up to a fifth either way. Daemons
+// started together (a cluster's hosts rebooted, a test) otherwise advertise
+// together at every doubling, 10, 20, 40, 80, 160 s after their start: at N=50
+// each such moment was 2500 signature checks within a second, and one of
+// them fell on the switch, in the middle of every peer's restart.
+func spreadGap(d time.Duration) time.Duration {
+	return d*4/5 + rand.N(d*2/5+1)
 }
 
 func newAdvertSchedule(now time.Time, base time.Duration) *advertSchedule {
@@ -120,7 +133,11 @@ func (s *advertSchedule) connected(now time.Time) {
 // published records an advertisement at now and schedules the next one.
 func (s *advertSchedule) published(now time.Time) {
 	s.last = now
-	s.next = now.Add(s.gap)
+	gap := s.gap
+	if s.jitter != nil {
+		gap = s.jitter(gap)
+	}
+	s.next = now.Add(gap)
 	s.gap = min(2*s.gap, s.max)
 }
 

@@ -64,3 +64,46 @@ func TestAdvertScheduleRateLimitsConnectionsAndBacksOff(t *testing.T) {
 		t.Fatalf("connection at 35s after a quiet spell: advertised at %v, want 32s, then 35.2s, 36.2s, 38.2s", got)
 	}
 }
+
+// Daemons started together do not keep advertising together: each periodic
+// interval varies by up to a fifth, so by the fourth advertisement of 50
+// daemons the moments are spread over seconds instead of one instant.
+func TestAdvertScheduleSpreadsDaemonsStartedTogether(t *testing.T) {
+	start := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+	base := 10 * time.Second
+	var fourth []time.Time
+	for range 50 {
+		s := newAdvertSchedule(start, base)
+		s.jitter = spreadGap
+		now := s.next
+		for range 3 {
+			s.published(now)
+			now = s.next
+		}
+		fourth = append(fourth, now)
+	}
+	lo, hi := fourth[0], fourth[0]
+	for _, at := range fourth {
+		if d := at.Sub(start); d < 66*time.Second || d > 94*time.Second { // 10+10+20+40 s, each gap but the first within a fifth
+			t.Fatalf("fourth advertisement %v after start, want 66-94s", d)
+		}
+		lo, hi = minT(lo, at), maxT(hi, at)
+	}
+	if hi.Sub(lo) < 5*time.Second {
+		t.Fatalf("50 daemons' fourth advertisements span %v, want seconds apart", hi.Sub(lo))
+	}
+}
+
+func minT(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxT(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
