@@ -125,14 +125,10 @@ func (c *Client) Version(ctx context.Context) (string, error) {
 // Peers does, was a sixth of a daemon's CPU while it verified its peer.
 func (c *Client) PeerIDs(ctx context.Context) ([]string, error) {
 	var ids []string
-	err := c.stream(ctx, "/peers", nil, func(raw json.RawMessage) error {
-		var id struct {
-			ID string `json:"id"`
-		}
-		if err := json.Unmarshal(raw, &id); err != nil {
-			return fmt.Errorf("decoding a peer: %w", err)
-		}
-		ids = append(ids, id.ID)
+	err := streamEach(ctx, c, "/peers", nil, func(p *struct {
+		ID string `json:"id"`
+	}) error {
+		ids = append(ids, p.ID)
 		return nil
 	})
 	if err != nil {
