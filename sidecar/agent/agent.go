@@ -34,7 +34,8 @@ type PlanSource interface {
 	Plan(id string) *plan.Plan
 	// Latest is the plan in progress, else the most recent one, else nil.
 	Latest() *plan.Plan
-	State() *plan.State
+	// View calls fn with the state, which fn must only read and not keep.
+	View(fn func(s *plan.State))
 	Subscribe() (<-chan struct{}, func())
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -230,12 +231,17 @@ func (a *Agent) rejoinExpected(p *plan.Plan, j *Entries) int {
 
 // survivorAddr is a multiaddr of the survivor's cluster peer, for --bootstrap.
 func (a *Agent) survivorAddr(p *plan.Plan) (string, error) {
-	st := a.cfg.Plans.State()
-	h, ok := st.Hosts[p.Survivor]
+	var addrs []string
+	ok := false
+	a.cfg.Plans.View(func(s *plan.State) {
+		if h, found := s.Hosts[p.Survivor]; found {
+			addrs, ok = slices.Clone(h.ClusterAddrs), true
+		}
+	})
 	if !ok {
 		return "", fmt.Errorf("the survivor %s is not registered", plan.ShortID(p.Survivor))
 	}
-	for _, ad := range h.ClusterAddrs {
+	for _, ad := range addrs {
 		if strings.Contains(ad, "/p2p/") && !strings.Contains(ad, "/0.0.0.0/") {
 			return ad, nil
 		}

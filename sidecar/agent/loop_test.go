@@ -34,7 +34,7 @@ func (o *onePlan) Latest() *plan.Plan {
 	return o.p.Clone()
 }
 
-func (o *onePlan) State() *plan.State { return plan.NewState() }
+func (o *onePlan) View(fn func(*plan.State)) { fn(plan.NewState()) }
 
 func (o *onePlan) Subscribe() (<-chan struct{}, func()) {
 	o.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -482,23 +483,21 @@ func (a *Agent) startPeer(ctx context.Context, planID string, opts sidecar.Start
 // expectedPeers are the cluster peers a verified peer must see: beside every
 // host of the plan; in the bootstrap procedure, the survivor and itself.
 func (a *Agent) expectedPeers(p *plan.Plan) []string {
-	st := a.cfg.Plans.State()
+	hosts := slices.Collect(maps.Keys(p.Hosts))
 	if p.Proc() == plan.Bootstrap && p.Survivor != "" {
-		var ids []string
-		for _, id := range []string{p.Survivor, a.cfg.HostID} {
-			if h, ok := st.Hosts[id]; ok && h.ClusterPeer != "" {
+		hosts = []string{p.Survivor, a.cfg.HostID}
+	}
+	var ids []string
+	a.cfg.Plans.View(func(s *plan.State) { // not State(): a copy of every plan on record
+		for _, id := range hosts {
+			if h, ok := s.Hosts[id]; ok && h.ClusterPeer != "" {
 				ids = append(ids, h.ClusterPeer)
 			}
 		}
-		return ids
+	})
+	if p.Proc() != plan.Bootstrap || p.Survivor == "" {
+		sort.Strings(ids)
 	}
-	var ids []string
-	for id := range p.Hosts {
-		if h, ok := st.Hosts[id]; ok && h.ClusterPeer != "" {
-			ids = append(ids, h.ClusterPeer)
-		}
-	}
-	sort.Strings(ids)
 	return ids
 }
 
