@@ -58,7 +58,12 @@ type scaleResult struct {
 	SourceBytes    int64   // bytes the artifact server sent during the upgrade
 	ArtifactSize   int64   // bytes of one full set of artifacts
 	Steps          string  // median and max of each switch step across hosts (journals)
-	Failed         string  // where the run stopped, when it did not finish
+	// OutageCPU is the CPU the daemons and the machine used from the first
+	// stop to the last verification. On one machine the daemons' share is
+	// taken from the peers restarting beside them, which hosts of their own
+	// would not lose; the plain script runs without daemons.
+	OutageCPU *cpuShare
+	Failed    string // where the run stopped, when it did not finish
 }
 
 // BenchmarkScale runs, for each N of $UPGRADED_BENCH_N (default 3,10,50,100),
@@ -77,7 +82,7 @@ func BenchmarkScale(b *testing.B) {
 				r, err := runScale(b, n)
 				if r != nil { // what was measured before a failure is printed too
 					rows = append(rows, r.row())
-					fmt.Printf("\n%s\n%s\n%s\n", scaleHeader, r.row(), r.Steps)
+					fmt.Printf("\n%s\n%s\n%s\n      CPU during the outage: %s\n", scaleHeader, r.row(), r.Steps, r.OutageCPU)
 				}
 				if err != nil {
 					b.Fatal(err)
@@ -110,6 +115,9 @@ func TestScaleHarnessSmoke(t *testing.T) {
 	}
 	if len(r.RSSIdle) != 3 || r.RSSIdle[0] <= 0 {
 		t.Errorf("idle memory not measured: %v", r.RSSIdle)
+	}
+	if r.OutageCPU == nil || r.OutageCPU.Machine <= 0 {
+		t.Errorf("CPU during the outage not measured: %v", r.OutageCPU)
 	}
 	if r.SourceBytes < r.ArtifactSize || r.ArtifactSize <= 0 {
 		t.Errorf("artifact server sent %d bytes for an artifact set of %d", r.SourceBytes, r.ArtifactSize)
@@ -245,6 +253,13 @@ func runScale(tb testing.TB, n int) (r *scaleResult, err error) {
 		return r, err
 	}
 	peakKnown := resetPeaks(pids)
+	stopSampling := cpuSampler(pids)
+	samplesTaken := false
+	defer func() {
+		if !samplesTaken {
+			stopSampling()
+		}
+	}()
 	start := time.Now()
 	id, err := c.Announce(ctx, 0, srv.args, "--procedure", "standard")
 	if err != nil {
@@ -272,6 +287,8 @@ func runScale(tb testing.TB, n int) (r *scaleResult, err error) {
 		return r, err
 	}
 	r.Downtime, r.Skew = down, skew
+	samplesTaken = true
+	r.OutageCPU = shareBetween(stopSampling(), firstStop, firstStop.Add(down))
 	// The plan is done when the raft state holds every host's verification:
 	// how long after the last host verified is how late progress reaches it.
 	r.Settled = r.Plan.Since.Sub(firstStop)
@@ -576,6 +593,9 @@ func reportScale(b *testing.B, r *scaleResult) {
 	b.ReportMetric(float64(median(r.AnonIdle))/1024, "rss-anon-idle-median-MB")
 	b.ReportMetric(float64(median(r.RSSPeak))/1024, "rss-peak-median-MB")
 	b.ReportMetric(float64(r.SourceBytes), "source-bytes")
+	if r.OutageCPU != nil {
+		b.ReportMetric(r.OutageCPU.Daemons, "outage-daemon-cores")
+	}
 }
 
 func median(v []int64) int64 {
