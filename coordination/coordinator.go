@@ -60,6 +60,12 @@ type Coordinator struct {
 	holdMore time.Duration                // this host's share of progressHoldSpread
 	outage   map[string]int64             // plans in which this host is in its outage, see inOutage
 	self     string                       // this daemon's peer ID, as the plan state names its host
+	arm      arming                       // the leader's arming of a switch, see armSwitch
+
+	// holds and applyCmd are how armSwitch asks a daemon and applies its
+	// command (over libp2p and raft; replaced in tests).
+	holds    func(ctx context.Context, host, planID string) bool
+	applyCmd func(ctx context.Context, cmd plan.Command) error
 	wake     chan struct{}
 
 	leader func() (peer.ID, bool) // the raft leader as this daemon knows it
@@ -84,6 +90,11 @@ func New(cfg Config) (*Coordinator, error) {
 	c := &Coordinator{cfg: cfg, log: cfg.Log.Named("coordination"), trusted: map[peer.ID]bool{},
 		pending: map[string]plan.HostProgress{}, heldTill: map[string]time.Time{}, outage: map[string]int64{}, wake: make(chan struct{}, 1),
 		self: cfg.Node.ID().String(), holdMore: time.Duration(h.Sum32()) % progressHoldSpread, leader: cfg.Raft.Leader}
+	c.holds = c.holdsByP2P
+	c.applyCmd = func(ctx context.Context, cmd plan.Command) error {
+		_, err := cfg.Raft.Apply(ctx, cmd.Encode())
+		return err
+	}
 	cfg.Raft.CheckForwarded(checkForwarded)
 	for _, id := range cfg.Trusted {
 		c.trusted[id] = true
@@ -100,6 +111,8 @@ func New(cfg Config) (*Coordinator, error) {
 
 // Run serves the topics, registration, progress delivery and deadlines until ctx ends.
 func (c *Coordinator) Run(ctx context.Context) error {
+	holds := serveHolds(c.cfg.Node.Host, c.cfg.FSM)
+	defer holds.Close()
 	var wg sync.WaitGroup
 	for _, loop := range []func(context.Context){c.announcements, c.progressOut, c.housekeeping, c.approvals} {
 		wg.Add(1)
@@ -129,7 +142,7 @@ func (c *Coordinator) announcements(ctx context.Context) {
 }
 
 // housekeeping registers this host when its record changed and, on the
-// leader, turns passed deadlines into timeouts.
+// leader, turns passed deadlines into timeouts and arms switches.
 func (c *Coordinator) housekeeping(ctx context.Context) {
 	t := time.NewTicker(c.cfg.Tick)
 	defer t.Stop()
@@ -142,6 +155,7 @@ func (c *Coordinator) housekeeping(ctx context.Context) {
 		}
 		if c.cfg.Raft.IsLeader() {
 			c.enforceDeadline(ctx)
+			c.armSwitch(ctx)
 		}
 		select {
 		case <-ctx.Done():

@@ -53,7 +53,7 @@ func (s *State) control(c Command, at time.Time) error {
 		}
 		p.Paused = false
 		p.Control = fmt.Sprintf("aborted by %s at %s", who, at.UTC().Format(time.RFC3339))
-		if p.Phase == PhaseSwitching {
+		if p.Phase == PhaseSwitching && !p.Arming() {
 			s.rollback(p, "aborted by "+who, at)
 			if p.Proc() == Bootstrap {
 				s.stepBootstrapRollback(p, at)

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -39,6 +40,7 @@ func TestAbort(t *testing.T) {
 		{"while scheduled: failed, it never starts", true, false, PhaseFailed},
 		{"during prepare: failed, nothing stopped", false, false, PhaseFailed},
 		{"during the switch: clean rollback", false, true, PhaseRollingBack},
+		{"while the switch is arming: failed, nothing stopped", false, false, PhaseFailed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,6 +55,14 @@ func TestAbort(t *testing.T) {
 			}
 			if tc.prepare {
 				prepareAll(t, s)
+			}
+			if strings.Contains(tc.name, "arming") {
+				for _, h := range []string{"A", "B", "C"} {
+					progress(t, s, "p", h, StepPrepared, "", t0)
+				}
+				if !s.Plans["p"].Arming() {
+					t.Fatalf("plan %s, want arming", s.Plans["p"].Phase)
+				}
 			}
 			if err := s.Apply(Command{Op: OpAbort, PlanID: "p", Reason: "host B"}, t0.Add(time.Second)); err != nil {
 				t.Fatal(err)

@@ -35,6 +35,7 @@ const (
 	OpPause    Op = "pause"    // an operator holds the plan where it is
 	OpResume   Op = "resume"   // an operator lets a paused plan go on
 	OpAbort    Op = "abort"    // an operator stops the plan: nothing stopped yet -> failed, else rollback
+	OpArm      Op = "arm"      // the leader sets a standard switch's time: every daemon holds the switch
 )
 
 // Command is what travels through the raft log.
@@ -113,6 +114,8 @@ func (s *State) Apply(c Command, at time.Time) error {
 		return s.approve(c, at)
 	case OpPause, OpResume, OpAbort:
 		return s.control(c, at)
+	case OpArm:
+		return s.arm(c, at)
 	case OpTick:
 		if p, ok := s.Plans[c.PlanID]; ok && p.Phase == PhaseSwitching && p.Proc() == Rolling {
 			s.stepRolling(p, at)
@@ -277,6 +280,10 @@ func (s *State) advance(p *Plan, at time.Time) {
 			p.Deadline = p.SwitchAt.Add(p.Timeouts.Switch)
 			p.Reason = ""
 			s.choose(p)
+			if p.Proc() == Standard {
+				// Arming (see Arming): the time is set by OpArm.
+				p.SwitchAt, p.Deadline = time.Time{}, at.Add(p.Timeouts.Switch)
+			}
 			switch p.Proc() {
 			case Bootstrap:
 				p.chooseSurvivor()
@@ -344,6 +351,23 @@ func (s *State) end(p *Plan, phase Phase, reason string, at time.Time) {
 	}
 }
 
+// arm sets the switch time of a standard plan that is arming: the barrier
+// from now. Anything else is refused, a second arm included.
+func (s *State) arm(c Command, at time.Time) error {
+	p, ok := s.Plans[c.PlanID]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNoPlan, c.PlanID)
+	}
+	if !p.Arming() {
+		return fmt.Errorf("plan %s is not waiting for its switch time (%s, %s)", p.ID, p.Phase, p.Proc())
+	}
+	p.SwitchAt = at.Add(p.Timeouts.Barrier)
+	p.Deadline = p.SwitchAt.Add(p.Timeouts.Switch)
+	p.Reason = c.Reason
+	p.Updated = at
+	return nil
+}
+
 func (s *State) timeout(c Command, at time.Time) error {
 	p, ok := s.Plans[c.PlanID]
 	if !ok {
@@ -366,6 +390,10 @@ func (s *State) timeout(c Command, at time.Time) error {
 		slow := p.hostsNotIn(StepPrepared)
 		s.end(p, PhaseFailed, "not prepared before the deadline: "+p.describe(slow)+"; nothing was stopped", at)
 	case PhaseSwitching:
+		if p.Arming() {
+			s.end(p, PhaseFailed, "the switch time was never set (the raft leader could not arm the switch); nothing was stopped", at)
+			return nil
+		}
 		slow := p.hostsNotIn(StepVerified)
 		s.rollback(p, "not verified before the deadline: "+p.describe(slow), at)
 		if p.Proc() == Bootstrap {

@@ -105,8 +105,18 @@ func TestStandardHappyPath(t *testing.T) {
 		t.Fatalf("switched before every host was prepared: %s", p.Phase)
 	}
 	progress(t, s, "p", "C", StepPrepared, "", t0.Add(2*time.Second))
-	if p.Phase != PhaseSwitching || !p.SwitchAt.Equal(t0.Add(2*time.Second+p.Timeouts.Barrier)) {
-		t.Fatalf("want switching at barrier, got %s at %s", p.Phase, p.SwitchAt)
+	if p.Phase != PhaseSwitching || !p.Arming() || !p.SwitchAt.IsZero() {
+		t.Fatalf("want switching without a time yet (arming), got %s at %s", p.Phase, p.SwitchAt)
+	}
+	if err := s.Apply(Command{Op: OpArm, PlanID: "p"}, t0.Add(3*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if p.Arming() || !p.SwitchAt.Equal(t0.Add(3*time.Second+p.Timeouts.Barrier)) ||
+		!p.Deadline.Equal(p.SwitchAt.Add(p.Timeouts.Switch)) {
+		t.Fatalf("want the switch at the arm's time plus the barrier, got %s (deadline %s)", p.SwitchAt, p.Deadline)
+	}
+	if err := s.Apply(Command{Op: OpArm, PlanID: "p"}, t0.Add(4*time.Second)); err == nil || !p.SwitchAt.Equal(t0.Add(3*time.Second+p.Timeouts.Barrier)) {
+		t.Fatalf("a second arm was taken (%v): switch at %s", err, p.SwitchAt)
 	}
 	for _, h := range []string{"A", "B", "C"} {
 		progress(t, s, "p", h, StepVerified, "", t0.Add(3*time.Second))
@@ -140,6 +150,18 @@ func TestFailures(t *testing.T) {
 			progress(t, s, "p", "A", StepVerified, "", t0)
 			progress(t, s, "p", "B", StepFailed, "short pinset", t0)
 		}, PhaseRollingBack},
+		{"arm before every host is prepared -> refused, nothing changes", func(t *testing.T, s *State) {
+			progress(t, s, "p", "A", StepPrepared, "", t0)
+			if err := s.Apply(Command{Op: OpArm, PlanID: "p"}, t0); err == nil {
+				t.Fatal("arm taken while preparing")
+			}
+		}, PhasePreparing},
+		{"switch deadline while arming -> failed, nothing stopped", func(t *testing.T, s *State) {
+			for _, h := range []string{"A", "B", "C"} {
+				progress(t, s, "p", h, StepPrepared, "", t0)
+			}
+			_ = s.Apply(Command{Op: OpTimeout, PlanID: "p", Phase: PhaseSwitching}, t0.Add(time.Hour))
+		}, PhaseFailed},
 		{"switch deadline -> rolling back", func(t *testing.T, s *State) {
 			prepareAll(t, s)
 			_ = s.Apply(Command{Op: OpTimeout, PlanID: "p", Phase: PhaseSwitching}, t0.Add(time.Hour))
@@ -176,9 +198,17 @@ func TestFailures(t *testing.T) {
 	}
 }
 
+// prepareAll prepares every host of plan "p", and arms its switch when
+// the plan waits for that (a standard plan).
 func prepareAll(t *testing.T, s *State) {
+	t.Helper()
 	for _, h := range []string{"A", "B", "C"} {
 		progress(t, s, "p", h, StepPrepared, "", t0)
+	}
+	if s.Plans["p"].Arming() {
+		if err := s.Apply(Command{Op: OpArm, PlanID: "p"}, t0); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

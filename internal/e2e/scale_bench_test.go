@@ -46,7 +46,7 @@ type scaleResult struct {
 	// peers waits for a CPU (an idle N=100 here runs 'upgraded status' in
 	// 0.1 to 2.4 s).
 	AnnounceDaemon time.Duration
-	Prepare        time.Duration // plan committed to every host prepared (leader's raft times)
+	Prepare        time.Duration // plan committed to every host prepared and the switch armed (leader's raft times)
 	Skew           time.Duration // last stop minus first stop (journals)
 	Downtime       time.Duration // first stop to last peer verified (journals)
 	Settled        time.Duration // first stop to the plan done in the raft state

@@ -134,6 +134,9 @@ func decide(p *plan.Plan, me string, j *Entries) action {
 			return actPrepare
 		}
 	case plan.PhaseSwitching:
+		if p.Arming() { // the leader sets the switch time once every daemon holds the plan
+			return actNone
+		}
 		switch p.Proc() {
 		case plan.Bootstrap:
 			return decideBootstrap(p.Tasks[me], hp.Step)

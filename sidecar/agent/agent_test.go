@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/upgraded/upgraded/coordination/plan"
 )
@@ -48,6 +49,17 @@ func TestDecide(t *testing.T) {
 				t.Fatalf("a host outside the plan must do nothing, got %s", got)
 			}
 		})
+	}
+	// A standard plan whose switch time is not set yet (arming): prepared
+	// hosts wait; once it is set they switch.
+	armed := &plan.Plan{Phase: plan.PhaseSwitching, Hosts: map[string]*plan.HostProgress{"me": {Step: plan.StepPrepared}}}
+	armed.Procedure = plan.Standard
+	if got := decide(armed, "me", journal(jPrepare)); got != actNone {
+		t.Fatalf("arming standard plan: decide = %s, want nothing until the switch time is set", got)
+	}
+	armed.SwitchAt = time.Now()
+	if got := decide(armed, "me", journal(jPrepare)); got != actSwitch {
+		t.Fatalf("armed standard plan: decide = %s, want switch", got)
 	}
 	boot := []struct {
 		name string

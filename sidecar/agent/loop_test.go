@@ -76,7 +76,7 @@ func TestAgentDoesNotRepeatAnEndedTaskBeforeTheStateMoves(t *testing.T) {
 		}
 	}
 	src := &onePlan{p: &plan.Plan{Announcement: plan.Announcement{ID: "p1", Version: "1.1.6", Procedure: plan.Standard},
-		Phase: plan.PhaseSwitching, Hosts: map[string]*plan.HostProgress{"me": {Step: plan.StepStarting}}}}
+		Phase: plan.PhaseSwitching, SwitchAt: time.Now().Add(-time.Minute), Hosts: map[string]*plan.HostProgress{"me": {Step: plan.StepStarting}}}}
 	rep := &countingReporter{}
 	a := &Agent{log: zap.NewNop(), last: map[string]plan.HostProgress{},
 		cfg: Config{HostID: "me", Journal: j, Plans: src, Reporter: rep, Runner: runningPeer{}, PollInterval: 5 * time.Millisecond}}

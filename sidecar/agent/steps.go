@@ -264,6 +264,9 @@ func maxTime(a, b time.Time) time.Time {
 // stopAtBarrier waits for the plan's switch time and stops the peer, unless
 // the plan left the switching phase meanwhile. It reports whether it stopped.
 func (a *Agent) stopAtBarrier(ctx context.Context, p *plan.Plan, j *Entries) (bool, error) {
+	if p.SwitchAt.IsZero() {
+		return false, fmt.Errorf("plan %s has no switch time yet", p.ID) // decide does not switch before it is set
+	}
 	expected, _ := strconv.Atoi(j.Get(jPrepare, "backup_pins"))
 	wait := time.Until(p.SwitchAt)
 	if wait >= 0 {
