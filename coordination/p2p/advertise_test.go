@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -82,28 +83,13 @@ func TestAdvertScheduleSpreadsDaemonsStartedTogether(t *testing.T) {
 		}
 		fourth = append(fourth, now)
 	}
-	lo, hi := fourth[0], fourth[0]
 	for _, at := range fourth {
 		if d := at.Sub(start); d < 66*time.Second || d > 94*time.Second { // 10+10+20+40 s, each gap but the first within a fifth
 			t.Fatalf("fourth advertisement %v after start, want 66-94s", d)
 		}
-		lo, hi = minT(lo, at), maxT(hi, at)
 	}
+	lo, hi := slices.MinFunc(fourth, time.Time.Compare), slices.MaxFunc(fourth, time.Time.Compare)
 	if hi.Sub(lo) < 5*time.Second {
 		t.Fatalf("50 daemons' fourth advertisements span %v, want seconds apart", hi.Sub(lo))
 	}
-}
-
-func minT(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func maxT(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
