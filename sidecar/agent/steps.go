@@ -323,9 +323,7 @@ func (a *Agent) stopPeer(ctx context.Context, planID string) error {
 // idle connections to it so that none holds up the peer's clean shutdown
 // (see cluster.Client.CloseIdleConnections).
 func (a *Agent) stopRunner(ctx context.Context) error {
-	if a.cfg.API != nil {
-		a.cfg.API.CloseIdleConnections()
-	}
+	a.cfg.API.CloseIdleConnections()
 	return a.cfg.Runner.Stop(ctx)
 }
 
