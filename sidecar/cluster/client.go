@@ -141,12 +141,8 @@ func (c *Client) PeerIDs(ctx context.Context) ([]string, error) {
 // stream of objects from 1.x, one array from 0.14.5.
 func (c *Client) Peers(ctx context.Context) ([]ID, error) {
 	var peers []ID
-	err := c.stream(ctx, "/peers", nil, func(raw json.RawMessage) error {
-		var id ID
-		if err := json.Unmarshal(raw, &id); err != nil {
-			return fmt.Errorf("decoding a peer: %w", err)
-		}
-		peers = append(peers, id)
+	err := streamEach(ctx, c, "/peers", nil, func(id *ID) error {
+		peers = append(peers, *id)
 		return nil
 	})
 	if err != nil {
