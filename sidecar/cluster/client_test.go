@@ -292,9 +292,9 @@ func TestDecodeObjectsForms(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			n := 0
-			err := decodeObjects(strings.NewReader(tt.body), func(json.RawMessage) error { n++; return nil })
+			err := decodeEach(strings.NewReader(tt.body), func(*json.RawMessage) error { n++; return nil })
 			if (err != nil) != tt.wantErr || n != tt.want {
-				t.Fatalf("decodeObjects = %d objects, %v; want %d, error %v", n, err, tt.want, tt.wantErr)
+				t.Fatalf("decodeEach = %d objects, %v; want %d, error %v", n, err, tt.want, tt.wantErr)
 			}
 		})
 	}

@@ -23,13 +23,13 @@ const streamErrorTrailer = "X-Stream-Error"
 // then the pinset received is incomplete.
 func (c *Client) StreamPins(ctx context.Context, fn func(cid string, raw json.RawMessage) error) error {
 	n := 0
-	err := c.stream(ctx, "/allocations", url.Values{"filter": {"all"}}, func(raw json.RawMessage) error {
+	err := streamEach(ctx, c, "/allocations", url.Values{"filter": {"all"}}, func(raw *json.RawMessage) error {
 		n++
-		cid, err := pinCID(raw)
+		cid, err := pinCID(*raw)
 		if err != nil {
 			return fmt.Errorf("pin #%d: %w", n, err)
 		}
-		return fn(cid, raw)
+		return fn(cid, *raw)
 	})
 	if err != nil {
 		return fmt.Errorf("reading the pinset: %w", err)
@@ -47,15 +47,11 @@ func (c *Client) PinCount(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// stream GETs path and calls fn for every object of the answer.
-func (c *Client) stream(ctx context.Context, path string, q url.Values, fn func(json.RawMessage) error) error {
-	return streamEach(ctx, c, path, q, func(raw *json.RawMessage) error { return fn(*raw) })
-}
-
 // streamEach GETs path and decodes every object of the answer into a T for
-// fn: one pass over the bytes, where a RawMessage that fn unmarshals again
-// takes four (the peer list at 50 peers is 370 kB, read at every poll of a
-// verification once /id lists every peer).
+// fn (a json.RawMessage for a verbatim copy): one pass over the bytes, where
+// a RawMessage that fn unmarshals again takes four (the peer list at 50
+// peers is 370 kB, read at every poll of a verification once /id lists every
+// peer).
 func streamEach[T any](ctx context.Context, c *Client, path string, q url.Values, fn func(*T) error) error {
 	resp, err := c.send(ctx, http.MethodGet, path, q)
 	if err != nil {
@@ -76,15 +72,10 @@ func streamEach[T any](ctx context.Context, c *Client, path string, q url.Values
 	return nil
 }
 
-// decodeObjects reads either one JSON array (0.14.5) or a sequence of JSON
-// values (1.x, newline-delimited) and calls fn for each element, one at a
-// time. A null or empty body has no elements.
-func decodeObjects(r io.Reader, fn func(json.RawMessage) error) error {
-	return decodeEach(r, func(raw *json.RawMessage) error { return fn(*raw) })
-}
-
-// decodeEach is decodeObjects decoding each element into a T; a null
-// element is skipped.
+// decodeEach reads either one JSON array (0.14.5) or a sequence of JSON
+// values (1.x, newline-delimited) and calls fn for each element, decoded into
+// a T, one at a time. A null element is skipped; a null or empty body has no
+// elements.
 func decodeEach[T any](r io.Reader, fn func(*T) error) error {
 	br := bufio.NewReader(r)
 	first, err := firstNonSpace(br)
