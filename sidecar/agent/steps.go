@@ -485,7 +485,8 @@ func (a *Agent) startPeer(ctx context.Context, planID string, opts sidecar.Start
 // host of the plan; in the bootstrap procedure, the survivor and itself.
 func (a *Agent) expectedPeers(p *plan.Plan) []string {
 	hosts := slices.Collect(maps.Keys(p.Hosts))
-	if p.Proc() == plan.Bootstrap && p.Survivor != "" {
+	bootstrap := p.Proc() == plan.Bootstrap && p.Survivor != ""
+	if bootstrap {
 		hosts = []string{p.Survivor, a.cfg.HostID}
 	}
 	var ids []string
@@ -496,7 +497,7 @@ func (a *Agent) expectedPeers(p *plan.Plan) []string {
 			}
 		}
 	})
-	if p.Proc() != plan.Bootstrap || p.Survivor == "" {
+	if !bootstrap {
 		sort.Strings(ids)
 	}
 	return ids
