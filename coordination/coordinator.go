@@ -361,7 +361,7 @@ func (c *Coordinator) held(planID string, now time.Time) bool {
 func (c *Coordinator) progressOut(ctx context.Context) {
 	t := time.NewTicker(progressRetry)
 	defer t.Stop()
-	me := c.cfg.Node.ID().String()
+	me := c.self
 	var failing failStreak
 	for {
 		c.mu.Lock()
