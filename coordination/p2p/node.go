@@ -13,11 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/multiformats/go-multiaddr"
 	"go.uber.org/zap"
 )
@@ -148,32 +146,6 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.log.Info("p2p node started", zap.Stringers("addresses", n.Addrs()), zap.Int("bootstrap peers", len(bootstrap)))
 	return n, nil
-}
-
-func newHost(cfg Config, iso *isolation) (host.Host, error) {
-	priv, err := LoadOrCreateIdentity(cfg.IdentityFile)
-	if err != nil {
-		return nil, err
-	}
-	psk, err := DerivePSK(cfg.Secret)
-	if err != nil {
-		return nil, fmt.Errorf("starting p2p node: %w", err)
-	}
-	opts := []libp2p.Option{
-		libp2p.Identity(priv),
-		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
-		libp2p.PrivateNetwork(psk),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.DisableRelay(),
-	}
-	if iso != nil {
-		opts = append(opts, libp2p.ConnectionGater(iso))
-	}
-	h, err := libp2p.New(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("starting libp2p host on %v: %w", cfg.ListenAddrs, err)
-	}
-	return h, nil
 }
 
 func (n *Node) goRun(f func()) {
