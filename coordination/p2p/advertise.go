@@ -60,6 +60,7 @@ func (n *Node) advertise(ctx context.Context, t *Topic, newPeer <-chan struct{})
 	timer := time.NewTimer(time.Until(s.next))
 	defer timer.Stop()
 	for {
+		wait := time.Duration(0)
 		select {
 		case <-ctx.Done():
 			return
@@ -67,6 +68,10 @@ func (n *Node) advertise(ctx context.Context, t *Topic, newPeer <-chan struct{})
 			s.connected(time.Now())
 		case now := <-timer.C:
 			if now.Before(s.next) {
+				break
+			}
+			if s.holdPeriodic(now, n.cfg.Quiet) {
+				wait = quietRecheck
 				break
 			}
 			addrs := make([]string, 0)
@@ -79,9 +84,19 @@ func (n *Node) advertise(ctx context.Context, t *Topic, newPeer <-chan struct{})
 			}
 			s.published(time.Now())
 		}
-		timer.Reset(time.Until(s.next))
+		if wait == 0 {
+			wait = time.Until(s.next)
+		}
+		timer.Reset(wait)
 	}
 }
+
+// Holding periodic advertisements while Config.Quiet says so: checked again
+// every quietRecheck, for at most maxQuietHold past their time.
+const (
+	quietRecheck = time.Second
+	maxQuietHold = 30 * time.Second
+)
 
 // advertSchedule decides when a node next advertises its addresses.
 //
@@ -101,6 +116,9 @@ type advertSchedule struct {
 	next      time.Time     // when the next one is due
 	// jitter, when set, varies each periodic interval (see spreadGap).
 	jitter func(time.Duration) time.Duration
+	// asked: the next advertisement answers a new connection or
+	// AdvertiseSoon, not the periodic interval.
+	asked bool
 }
 
 // spreadGap varies a periodic interval by up to a fifth either way. Daemons
@@ -128,11 +146,25 @@ func (s *advertSchedule) connected(now time.Time) {
 	if at.Before(s.next) {
 		s.next = at
 	}
+	s.asked = true // whichever comes next answers it
+}
+
+// holdPeriodic tells whether the advertisement due at now waits: a periodic
+// one does while quiet says so, up to maxQuietHold past its time. One asked
+// for never waits: a new daemon, or one no leader hears from, needs it.
+//
+// The daemon is quiet while its plan switches: every daemon checks every
+// advertisement's signature, and advertisements that fell in the outage of
+// an N=50 switch (daemons started a minute before advertise every 10-40 s)
+// made gossipsub a third of the daemons' CPU in it, CPU the restarting peers
+// beside them waited for.
+func (s *advertSchedule) holdPeriodic(now time.Time, quiet func() bool) bool {
+	return !s.asked && quiet != nil && now.Sub(s.next) < maxQuietHold && quiet()
 }
 
 // published records an advertisement at now and schedules the next one.
 func (s *advertSchedule) published(now time.Time) {
-	s.last = now
+	s.last, s.asked = now, false
 	gap := s.gap
 	if s.jitter != nil {
 		gap = s.jitter(gap)

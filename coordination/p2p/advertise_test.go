@@ -93,3 +93,31 @@ func TestAdvertScheduleSpreadsDaemonsStartedTogether(t *testing.T) {
 		t.Fatalf("50 daemons' fourth advertisements span %v, want seconds apart", hi.Sub(lo))
 	}
 }
+
+// While the daemon is quiet (its plan switching), a periodic advertisement
+// waits, at most maxQuietHold past its time; one asked for by a new
+// connection or AdvertiseSoon does not.
+func TestAdvertScheduleHoldsPeriodicAdvertsWhileQuiet(t *testing.T) {
+	start := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+	quiet := func() bool { return true }
+	s := newAdvertSchedule(start, 10*time.Second)
+	due := s.next
+	if !s.holdPeriodic(due, quiet) {
+		t.Fatal("a periodic advertisement was not held while quiet")
+	}
+	if s.holdPeriodic(due, func() bool { return false }) || s.holdPeriodic(due, nil) {
+		t.Fatal("a periodic advertisement was held while not quiet")
+	}
+	if s.holdPeriodic(due.Add(maxQuietHold), quiet) {
+		t.Fatalf("a periodic advertisement was held %v past its time", maxQuietHold)
+	}
+	s.published(due.Add(time.Second))
+	s.connected(s.next.Add(-5 * time.Second))
+	if s.holdPeriodic(s.next, quiet) {
+		t.Fatal("an advertisement asked for by a new connection was held")
+	}
+	s.published(s.next)
+	if !s.holdPeriodic(s.next, quiet) {
+		t.Fatal("after the asked-for advertisement, the next periodic one was not held")
+	}
+}

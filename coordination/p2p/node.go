@@ -42,7 +42,12 @@ type Config struct {
 	// Keep is how many of the daemons learnt from address advertisements
 	// are kept connected, besides the bootstrap peers. At least 2; default
 	// DefaultKeep. Others are dialed only on demand.
-	Keep   int
+	Keep int
+	// Quiet, when set, holds this node's periodic address advertisements
+	// while it returns true (for at most 30s past their time); see
+	// advertSchedule.holdPeriodic. Advertisements for new connections and
+	// AdvertiseSoon never wait. Called from the advertising loop only.
+	Quiet  func() bool
 	Logger *zap.Logger
 }
 

@@ -102,12 +102,13 @@ func New(ctx context.Context, cfg *config.Config, bootstrap []string, log *zap.L
 
 func (d *Daemon) buildNetwork(ctx context.Context) error {
 	var err error
+	d.fsm = plan.NewFSM(d.log)
 	d.node, err = p2p.New(ctx, p2p.Config{IdentityFile: d.cfg.IdentityFile(), ListenAddrs: d.cfg.Listen,
-		Secret: d.svc.Secret, Bootstrap: d.cfg.Bootstrap, Keep: d.cfg.ConnectedDaemons, Logger: d.log})
+		Secret: d.svc.Secret, Bootstrap: d.cfg.Bootstrap, Keep: d.cfg.ConnectedDaemons, Logger: d.log,
+		Quiet: d.restarting})
 	if err != nil {
 		return fmt.Errorf("starting the daemons' swarm: %w", err)
 	}
-	d.fsm = plan.NewFSM(d.log)
 	rec, err := history.Open(d.cfg.HistoryFile())
 	if err != nil {
 		return err
@@ -361,6 +362,19 @@ func (d *Daemon) Status() control.Status {
 		s.Plan = st.Plans[st.Last]
 	}
 	return s
+}
+
+// restarting tells whether a plan is restarting peers: switching, or rolling
+// back. The daemon's swarm holds its periodic chatter meanwhile (p2p
+// Config.Quiet).
+func (d *Daemon) restarting() bool {
+	var yes bool
+	d.fsm.View(func(s *plan.State) {
+		if p := s.CurrentPlan(); p != nil {
+			yes = p.Phase == plan.PhaseSwitching || p.Phase == plan.PhaseRollingBack
+		}
+	})
+	return yes
 }
 
 // Announce implements control.Backend.
