@@ -28,6 +28,7 @@ func (plainBackend) Approve(context.Context, []byte) (*plan.Plan, error) {
 }
 func (plainBackend) RepublishApproval(context.Context, []byte) error { return nil }
 func (plainBackend) Plan(string) PlanAnswer                          { return PlanAnswer{} }
+func (plainBackend) Changes() (<-chan struct{}, func())              { return nil, func() {} }
 
 // backupBackend keeps one good backup, "good"; restoring "bad" is refused.
 type backupBackend struct{ plainBackend }

@@ -397,6 +397,10 @@ func (d *Daemon) RepublishApproval(ctx context.Context, env []byte) error {
 	return d.coord.RepublishApproval(ctx, env)
 }
 
+// Changes implements control.Backend: the control socket's waits wake at
+// each change of the plan state.
+func (d *Daemon) Changes() (<-chan struct{}, func()) { return d.fsm.Subscribe() }
+
 // Plan implements control.Backend.
 func (d *Daemon) Plan(id string) control.PlanAnswer {
 	var ans control.PlanAnswer
