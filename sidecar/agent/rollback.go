@@ -228,7 +228,7 @@ func (a *Agent) check(ctx context.Context, version string, expectedPins int, pee
 	if err == nil && (st.Restarts > restarts || !st.Running) {
 		return 0, "", fmt.Errorf("the peer exited after its start (%s)", orUnknown(st.LastExit))
 	}
-	id, err := a.cfg.API.ID(ctx)
+	id, err := a.cfg.API.Health(ctx)
 	if err != nil {
 		return 0, "REST API not answering: " + err.Error(), nil
 	}

@@ -104,6 +104,29 @@ func (c *Client) ID(ctx context.Context) (*ID, error) {
 	return &id, nil
 }
 
+// Health is the part of GET /id a health check reads.
+type Health struct {
+	ID           string   `json:"id"`
+	Version      string   `json:"version"`
+	ClusterPeers []string `json:"cluster_peers"`
+}
+
+// Health asks the peer who it is, which release it runs and which peers its
+// consensus lists (GET /id), decoding nothing else: the verification polls
+// it five times a second while the cluster restarts, and the rest of the
+// answer (cluster_peers_addresses, every other peer's address) grows with
+// the cluster.
+func (c *Client) Health(ctx context.Context) (*Health, error) {
+	var h Health
+	if err := c.getJSON(ctx, "/id", &h); err != nil {
+		return nil, err
+	}
+	if h.ID == "" {
+		return nil, fmt.Errorf("GET %s/id: the answer has no peer id", c.base)
+	}
+	return &h, nil
+}
+
 // Version asks the peer which release it runs (GET /version).
 func (c *Client) Version(ctx context.Context) (string, error) {
 	var v struct {

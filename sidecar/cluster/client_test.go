@@ -118,6 +118,9 @@ func TestClientSamples(t *testing.T) {
 				!strings.HasPrefix(id.RPCProtocolVersion, "/ipfscluster/") || id.IPFS.Error == "" {
 				t.Errorf("ID = %+v", id)
 			}
+			if h, err := c.Health(ctx); err != nil || h.ID != id.ID || h.Version != id.Version || !slices.Equal(h.ClusterPeers, id.ClusterPeers) {
+				t.Errorf("Health = %+v, %v; want the id, version and cluster peers of %+v", h, err, id)
+			}
 
 			if v, err := c.Version(ctx); err != nil || v != version {
 				t.Errorf("Version = %q, %v; want %q", v, err, version)

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -66,6 +67,38 @@ func BenchmarkPeerList(b *testing.B) {
 		for b.Loop() {
 			if p, err := c.PeerIDs(ctx); err != nil || len(p) != n {
 				b.Fatal(len(p), err)
+			}
+		}
+	})
+}
+
+// BenchmarkIDAnswer reads a 50-peer cluster's /id, as the health check does
+// five times a second: with every field (ID) and with what the check reads
+// (Health).
+func BenchmarkIDAnswer(b *testing.B) {
+	const n = 50
+	body, _, _ := bytes.Cut(peersAnswer(b, n), []byte("\n"))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	}))
+	defer srv.Close()
+	c := NewClient(srv.URL)
+	ctx := context.Background()
+	b.Logf("/id answer of a %d-peer cluster: %d bytes", n, len(body))
+	b.Run("ID", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if id, err := c.ID(ctx); err != nil || len(id.ClusterPeers) != n {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Health", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if h, err := c.Health(ctx); err != nil || len(h.ClusterPeers) != n {
+				b.Fatal(err)
 			}
 		}
 	})
