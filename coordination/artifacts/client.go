@@ -20,6 +20,13 @@ import (
 // requestTimeout bounds reaching p and its answer; idle bounds each pause of
 // the transfer. It returns the bytes received.
 func Download(ctx context.Context, h host.Host, p peer.ID, sha, final string, maxSize int64, requestTimeout, idle time.Duration) (int64, error) {
+	return download(ctx, h, p, sha, final, maxSize, requestTimeout, idle, 0)
+}
+
+// download is Download asking p to wait up to wait for the artifact when it
+// does not hold it yet (request.WaitMS); the answer is then awaited that
+// much longer.
+func download(ctx context.Context, h host.Host, p peer.ID, sha, final string, maxSize int64, requestTimeout, idle, wait time.Duration) (int64, error) {
 	if err := checkSHA(sha); err != nil {
 		return 0, fmt.Errorf("asking %s for an artifact: %w", p, err)
 	}
@@ -32,8 +39,8 @@ func Download(ctx context.Context, h host.Host, p peer.ID, sha, final string, ma
 	defer st.Close()
 	stop := context.AfterFunc(ctx, func() { _ = st.Reset() })
 	defer stop()
-	_ = st.SetDeadline(time.Now().Add(requestTimeout))
-	if err := writeLine(st, request{SHA256: key(sha)}); err != nil {
+	_ = st.SetDeadline(time.Now().Add(requestTimeout + wait))
+	if err := writeLine(st, request{SHA256: key(sha), WaitMS: wait.Milliseconds()}); err != nil {
 		return 0, fmt.Errorf("sending the artifact request to %s: %w: %w", p, errNoAnswer, err)
 	}
 	if err := st.CloseWrite(); err != nil {

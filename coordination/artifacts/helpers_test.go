@@ -54,9 +54,30 @@ func (s *source) artifact() plan.Artifact {
 
 // counter is an Observer that keeps its figures.
 type counter struct {
-	mu      sync.Mutex
-	fetched map[string]int64
-	served  int64
+	mu       sync.Mutex
+	fetched  map[string]int64
+	served   int64
+	answered map[string]int
+}
+
+func (c *counter) ArtifactAnswered(code string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.answered == nil {
+		c.answered = map[string]int{}
+	}
+	c.answered[code]++
+}
+
+// requests is how many requests the daemon answered, any answer.
+func (c *counter) requests() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, k := range c.answered {
+		n += k
+	}
+	return n
 }
 
 func (c *counter) ArtifactFetched(from string, n int64) {
@@ -95,6 +116,7 @@ func (d *daemon) id() string { return d.node.ID().String() }
 type swarmOpts struct {
 	seederTimeout, maxWait time.Duration
 	retry                  time.Duration // default 20ms
+	unwantedHold           time.Duration // server default
 	log                    func(tb testing.TB) *zap.Logger
 }
 
@@ -129,7 +151,7 @@ func startSwarm(tb testing.TB, n int, o swarmOpts) []*daemon {
 		if err := os.MkdirAll(d.dir, 0o700); err != nil {
 			tb.Fatal(err)
 		}
-		if d.server, err = Serve(ServerConfig{Host: node.Host, Store: d.store, Observer: d.seen, Log: log}); err != nil {
+		if d.server, err = Serve(ServerConfig{Host: node.Host, Store: d.store, UnwantedHold: o.unwantedHold, Observer: d.seen, Log: log}); err != nil {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(d.server.Close)

@@ -24,12 +24,16 @@ type Observer interface {
 	ArtifactFetched(from string, n int64)
 	// ArtifactServed counts n bytes served to another daemon.
 	ArtifactServed(n int64)
+	// ArtifactAnswered counts one request answered, by the answer's code
+	// ("ok", "not_held", "fetching", "busy", ...).
+	ArtifactAnswered(code string)
 }
 
 type noObserver struct{}
 
 func (noObserver) ArtifactFetched(string, int64) {}
 func (noObserver) ArtifactServed(int64)          {}
+func (noObserver) ArtifactAnswered(string)       {}
 
 // ServerConfig configures a Server.
 type ServerConfig struct {
@@ -47,8 +51,18 @@ type ServerConfig struct {
 	RequestTimeout time.Duration
 	// IdleTimeout cuts an upload that made no progress for this long. Default 30s.
 	IdleTimeout time.Duration
-	Observer    Observer // nil: not counted
-	Log         *zap.Logger
+	// MaxHold bounds how long a request that asks to wait for the artifact
+	// (request.WaitMS) is held. Default 30s.
+	MaxHold time.Duration
+	// UnwantedHold bounds that wait when this daemon is not fetching the
+	// artifact itself (it may start soon, or never: its version installed
+	// already). Default 3s.
+	UnwantedHold time.Duration
+	// MaxHeld bounds the requests held at once; beyond it a request is
+	// answered at once. Default 64.
+	MaxHeld  int
+	Observer Observer // nil: not counted
+	Log      *zap.Logger
 }
 
 func (c *ServerConfig) setDefaults() {
@@ -64,6 +78,15 @@ func (c *ServerConfig) setDefaults() {
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 30 * time.Second
 	}
+	if c.MaxHold <= 0 {
+		c.MaxHold = 30 * time.Second
+	}
+	if c.UnwantedHold <= 0 {
+		c.UnwantedHold = 3 * time.Second
+	}
+	if c.MaxHeld <= 0 {
+		c.MaxHeld = 64
+	}
 	if c.Observer == nil {
 		c.Observer = noObserver{}
 	}
@@ -74,6 +97,7 @@ type Server struct {
 	cfg   ServerConfig
 	log   *zap.Logger
 	slots chan struct{}
+	held  chan struct{} // requests held waiting for their artifact
 
 	svc *p2p.Service
 }
@@ -84,7 +108,8 @@ func Serve(cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("artifact protocol: host, store and logger are required")
 	}
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, log: cfg.Log.Named("artifacts"), slots: make(chan struct{}, cfg.MaxUploads)}
+	s := &Server{cfg: cfg, log: cfg.Log.Named("artifacts"), slots: make(chan struct{}, cfg.MaxUploads),
+		held: make(chan struct{}, cfg.MaxHeld)}
 	s.svc = p2p.ServeProtocol(cfg.Host, Protocol, s.handle)
 	return s, nil
 }
@@ -112,7 +137,46 @@ func (s *Server) handle(ctx context.Context, st network.Stream) {
 		s.answer(st, header{Code: codeBadRequest, Error: err.Error()})
 		return
 	}
+	if req.WaitMS > 0 {
+		s.hold(ctx, key(req.SHA256), time.Duration(req.WaitMS)*time.Millisecond)
+	}
 	s.serve(st, from, key(req.SHA256))
+}
+
+// hold returns once the artifact is held here or this daemon's fetch of it
+// failed, or once wait (at most MaxHold; UnwantedHold while this daemon is
+// not fetching it) passed, or at Close.
+func (s *Server) hold(ctx context.Context, sha string, wait time.Duration) {
+	select {
+	case s.held <- struct{}{}:
+		defer func() { <-s.held }()
+	default:
+		return // as many held as allowed: answered at once
+	}
+	start := time.Now()
+	wait = min(wait, s.cfg.MaxHold)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		changed := s.cfg.Store.watch()
+		if stt, _ := s.cfg.Store.status(sha); stt == statusHeld || stt == statusFailed {
+			return
+		}
+		limit := wait
+		if !s.cfg.Store.isWanted(sha) {
+			limit = min(wait, s.cfg.UnwantedHold)
+		}
+		if time.Since(start) >= limit {
+			return
+		}
+		t.Reset(limit - time.Since(start))
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-t.C:
+		}
+	}
 }
 
 // serve answers for one artifact: its bytes when held and a slot is free,
@@ -148,6 +212,7 @@ func (s *Server) serve(st network.Stream, from peer.ID, sha string) {
 		return
 	}
 	w := idleWriter{s: st, idle: s.cfg.IdleTimeout}
+	s.cfg.Observer.ArtifactAnswered(codeOK)
 	if err := writeLine(w, header{Code: codeOK, Size: size}); err != nil {
 		_ = st.Reset()
 		return
@@ -165,6 +230,7 @@ func (s *Server) serve(st network.Stream, from peer.ID, sha string) {
 }
 
 func (s *Server) answer(st network.Stream, h header) {
+	s.cfg.Observer.ArtifactAnswered(h.Code)
 	if err := writeLine(idleWriter{s: st, idle: s.cfg.IdleTimeout}, h); err != nil {
 		_ = st.Reset()
 		return

@@ -28,8 +28,16 @@ type Config struct {
 	// MaxWait bounds the whole wait for peers: past it the host fetches from
 	// the source itself, as a last resort. Default 3m.
 	MaxWait time.Duration
-	// RetryInterval is the pause between two rounds of asking the peers. Default 500ms.
-	RetryInterval time.Duration
+	// Fanout is how many hosts wait on each host of the artifact's tree
+	// (see FetchArtifact). Default 4, the server's default MaxUploads.
+	Fanout int
+	// ParentWait bounds the wait on the host's parent in the tree before it
+	// asks around. Default 20s; at most SeederTimeout.
+	ParentWait time.Duration
+	// RetryInterval is the first pause between two rounds of asking the
+	// peers; each pause doubles, up to MaxRetryInterval. Defaults 500ms, 4s.
+	RetryInterval    time.Duration
+	MaxRetryInterval time.Duration
 	// Spread is how many peers a round asks beside the host expected to
 	// fetch from the source (a window that moves from round to round), so
 	// that a round costs the same whatever the number of hosts. Default 8.
@@ -54,6 +62,13 @@ func (c *Config) setDefaults() {
 	def(&c.SeederTimeout, 30*time.Second)
 	def(&c.MaxWait, 3*time.Minute)
 	def(&c.RetryInterval, 500*time.Millisecond)
+	def(&c.MaxRetryInterval, 4*time.Second)
+	c.MaxRetryInterval = max(c.MaxRetryInterval, c.RetryInterval)
+	def(&c.ParentWait, 20*time.Second)
+	c.ParentWait = min(c.ParentWait, c.SeederTimeout)
+	if c.Fanout <= 0 {
+		c.Fanout = 4
+	}
 	def(&c.RequestTimeout, 10*time.Second)
 	def(&c.IdleTimeout, 30*time.Second)
 	if c.MaxSize <= 0 {
@@ -89,11 +104,16 @@ func New(cfg Config) (*Sharer, error) {
 // Local sources (a path or file:// URL) are read by every host from its own
 // disk, as before: nothing crosses the network, so there is nothing to share.
 // For http(s) and /ipfs/ sources the hosts of the plan take the artifact's
-// Order: the first fetches from the source; every other host asks its peers
-// (any that holds a verified copy, so copies spread like a tree) until one
-// serves it, and takes over the source fetch itself only when every host
-// before it in the Order refused, failed, sent wrong bytes, or stayed silent
-// or unreachable past its turn; past MaxWait it fetches from the source as a last resort.
+// Order: the first fetches from the source. The others form a tree over the
+// Order, Fanout children per host: each asks its parent to serve the
+// artifact as soon as the parent holds it (request.WaitMS), so that the
+// copies flow down the tree with one request per host. A host whose parent
+// is down, refuses, or has nothing within ParentWait asks its peers in
+// rounds (any that holds a verified copy), the pause between rounds
+// doubling up to MaxRetryInterval, until one serves it; it takes over the
+// source fetch itself only when every host before it in the Order refused,
+// failed, sent wrong bytes, or stayed silent or unreachable past its turn;
+// past MaxWait it fetches from the source as a last resort.
 func (s *Sharer) FetchArtifact(ctx context.Context, p *plan.Plan, a plan.Artifact, dir string) (string, error) {
 	sha := key(a.SHA256)
 	if err := checkSHA(sha); err != nil {
@@ -113,9 +133,19 @@ func (s *Sharer) FetchArtifact(ctx context.Context, p *plan.Plan, a plan.Artifac
 		return s.fromSource(ctx, log, a, dir, "source", "this host is not among the plan's hosts")
 	}
 	final := filepath.Join(dir, name)
-	rounds := int(s.cfg.MaxWait/s.cfg.RetryInterval) + 1
-	for round := 0; round < rounds; round++ {
-		ok, err := s.askPeers(ctx, log, w.toAsk(round, s.cfg.Spread, time.Now()), w, sha, final)
+	defer s.cfg.Store.beginWant(sha)()
+	if w.rank > 0 {
+		ok, err := s.fromParent(ctx, log, order[(w.rank-1)/s.cfg.Fanout], w, sha, final)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return final, nil
+		}
+	}
+	pause := s.cfg.RetryInterval
+	for round := 0; ; round++ {
+		ok, err := s.askPeers(ctx, log, w.toAsk(round, s.cfg.Spread, time.Now()), w, sha, final, 0)
 		if err != nil {
 			return "", err
 		}
@@ -128,17 +158,46 @@ func (s *Sharer) FetchArtifact(ctx context.Context, p *plan.Plan, a plan.Artifac
 		if time.Since(w.start) >= s.cfg.MaxWait {
 			break
 		}
-		if err := sleep(ctx, s.cfg.RetryInterval); err != nil {
+		if err := sleep(ctx, pause); err != nil {
 			return "", fmt.Errorf("waiting for a peer to serve %s: %w", a.Source, err)
 		}
+		pause = min(2*pause, s.cfg.MaxRetryInterval)
 	}
 	return s.fromSource(ctx, log, a, dir, "source",
 		fmt.Sprintf("last resort: no peer served it within %s", s.cfg.MaxWait))
 }
 
+// fromParent waits on the host's parent in the artifact's tree, asking it
+// again while it is up and has nothing yet (a parent that is not fetching
+// the artifact holds a request only briefly: it may not have started), for
+// at most ParentWait in all. It returns an error only when ctx ended.
+func (s *Sharer) fromParent(ctx context.Context, log *zap.Logger, parent string, w *waiting, sha, final string) (bool, error) {
+	end := time.Now().Add(s.cfg.ParentWait)
+	for {
+		asked := time.Now()
+		left := end.Sub(asked)
+		if left < 100*time.Millisecond {
+			return false, nil
+		}
+		ok, err := s.askPeers(ctx, log, []string{parent}, w, sha, final, left)
+		if err != nil || ok {
+			return ok, err
+		}
+		if o := w.last[parent]; o != outcomeWait && o != outcomeFetching {
+			return false, nil // down, refused, failed, busy or sent wrong bytes: ask around
+		}
+		// A daemon that predates waiting requests answers at once: ask it
+		// no faster than a round of asking around would.
+		if err := sleep(ctx, s.cfg.RetryInterval-time.Since(asked)); err != nil {
+			return false, fmt.Errorf("waiting for %s to serve artifact sha256 %s: %w", short(parent), sha, err)
+		}
+	}
+}
+
 // askPeers asks the peers of one round in turn and stops at the first
-// verified copy. It returns an error only when ctx ended.
-func (s *Sharer) askPeers(ctx context.Context, log *zap.Logger, ids []string, w *waiting, sha, final string) (bool, error) {
+// verified copy, each asked to wait up to wait for it. It returns an error
+// only when ctx ended.
+func (s *Sharer) askPeers(ctx context.Context, log *zap.Logger, ids []string, w *waiting, sha, final string, wait time.Duration) (bool, error) {
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return false, fmt.Errorf("fetching artifact sha256 %s from peers: %w", sha, err)
@@ -148,7 +207,7 @@ func (s *Sharer) askPeers(ctx context.Context, log *zap.Logger, ids []string, w 
 			w.note(id, outcomeGone, time.Now())
 			continue
 		}
-		n, err := Download(ctx, s.cfg.Host, pid, sha, final, s.cfg.MaxSize, s.cfg.RequestTimeout, s.cfg.IdleTimeout)
+		n, err := download(ctx, s.cfg.Host, pid, sha, final, s.cfg.MaxSize, s.cfg.RequestTimeout, s.cfg.IdleTimeout, wait)
 		out := classify(err)
 		w.note(id, out, time.Now())
 		switch out {

@@ -324,3 +324,93 @@ func TestUploadsBeyondTheLimitAreAnsweredBusy(t *testing.T) {
 		t.Fatalf("with a slot free: %v", err)
 	}
 }
+
+// The hosts take the artifact down the tree: each waits on its parent, so
+// the requests stay about one per host. Asking around every 20 ms (the
+// test swarm's retry), as all hosts did before the tree, costs many times
+// more.
+func TestTreeTakesAboutOneRequestPerHost(t *testing.T) {
+	const n = 12
+	ds := startSwarm(t, n, swarmOpts{log: testLog})
+	src := newSource(t, 1<<20)
+	p := planOf("plan-1", ds, src.artifact())
+	paths, errs := fetchAll(testCtx(t), ds, p, src.artifact())
+	checkAllHold(t, ds, src, paths, errs)
+	if got := src.served.Load(); got != int64(len(src.body)) {
+		t.Fatalf("the source served %d bytes, want exactly one copy (%d)", got, len(src.body))
+	}
+	requests, served := 0, 0
+	for _, d := range ds {
+		requests += d.seen.requests()
+		d.seen.mu.Lock()
+		served += d.seen.answered[codeOK]
+		d.seen.mu.Unlock()
+	}
+	t.Logf("%d hosts: %d requests answered, %d of them with the artifact", n, requests, served)
+	if served != n-1 {
+		t.Fatalf("%d copies served, want %d", served, n-1)
+	}
+	// The seeder's first round asks up to Spread peers whether one holds it
+	// already; the others ask their parent once, again at most once if it
+	// had not started yet.
+	if limit := 8 + 2*(n-1); requests > limit {
+		t.Fatalf("%d requests for %d hosts, want at most %d", requests, n, limit)
+	}
+	// Each host but the seeder got it from its parent in the tree.
+	ranked := byRank(ds, src.sha)
+	for rank := 1; rank < n; rank++ {
+		parent := ranked[(rank-1)/4]
+		parent.seen.mu.Lock()
+		ok := parent.seen.answered[codeOK]
+		parent.seen.mu.Unlock()
+		if ok == 0 {
+			t.Fatalf("host %d's parent (rank %d) served nothing", rank, (rank-1)/4)
+		}
+	}
+}
+
+// A request that asks to wait is held until the copy arrives, then served;
+// one for an artifact the daemon is not fetching is held only briefly.
+func TestHeldRequestIsServedWhenTheCopyArrives(t *testing.T) {
+	ds := startSwarm(t, 2, swarmOpts{log: testLog, unwantedHold: 200 * time.Millisecond})
+	asker, holder := ds[0], ds[1]
+	body := bytes.Repeat([]byte("release "), 4096)
+	sum := digestOf(body)
+
+	// Not wanted by the holder: answered not held after the short hold.
+	_, err := download(testCtx(t), asker.node.Host, holder.node.ID(), sum, filepath.Join(asker.dir, "got"), 1<<20, 5*time.Second, 5*time.Second, 10*time.Second)
+	if !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("err = %v, want not held", err)
+	}
+
+	// Wanted: held until the holder stages its copy, then served.
+	done := holder.store.beginWant(sum)
+	defer done()
+	got := make(chan error, 1)
+	go func() {
+		_, err := download(testCtx(t), asker.node.Host, holder.node.ID(), sum, filepath.Join(asker.dir, "got"), 1<<20, 5*time.Second, 5*time.Second, 20*time.Second)
+		got <- err
+	}()
+	time.Sleep(500 * time.Millisecond) // past the unwanted hold: only the want keeps it
+	select {
+	case err := <-got:
+		t.Fatalf("answered before the copy arrived: %v", err)
+	default:
+	}
+	path := filepath.Join(holder.dir, "release.tar.gz")
+	if err := os.WriteFile(path, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.store.add(sum, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("held request: %v", err)
+	}
+	if fileSHA(t, filepath.Join(asker.dir, "got")) != sum {
+		t.Fatal("the copy served after the hold differs")
+	}
+	if n := holder.seen.requests(); n != 2 {
+		t.Fatalf("the holder answered %d requests, want 2", n)
+	}
+}

@@ -19,7 +19,9 @@ type Store struct {
 	mu       sync.Mutex
 	held     map[string]heldFile // sha256 (lower-case hex) -> file
 	fetching map[string]int      // sha256 -> fetches from the source under way
+	wanted   map[string]int      // sha256 -> fetches of this daemon under way, from any side
 	failed   map[string]string   // sha256 -> why this daemon's fetch from the source failed
+	changed  chan struct{}       // closed and replaced at every change
 }
 
 type heldFile struct {
@@ -30,7 +32,47 @@ type heldFile struct {
 
 // NewStore returns an empty index.
 func NewStore() *Store {
-	return &Store{held: map[string]heldFile{}, fetching: map[string]int{}, failed: map[string]string{}}
+	return &Store{held: map[string]heldFile{}, fetching: map[string]int{}, wanted: map[string]int{},
+		failed: map[string]string{}, changed: make(chan struct{})}
+}
+
+// changedLocked wakes every watcher; s.mu is held.
+func (s *Store) changedLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// watch returns a channel closed at the next change of the index.
+func (s *Store) watch() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// beginWant marks a fetch of this daemon under way (from peers or the
+// source); the function returned ends it. A server holds a waiting request
+// for a wanted artifact longer than for one this daemon is not fetching.
+func (s *Store) beginWant(sha string) func() {
+	k := key(sha)
+	s.mu.Lock()
+	s.wanted[k]++
+	s.changedLocked()
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.wanted[k]--; s.wanted[k] <= 0 {
+			delete(s.wanted, k)
+		}
+		s.changedLocked()
+	}
+}
+
+// isWanted says whether this daemon is fetching the artifact now.
+func (s *Store) isWanted(sha string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.wanted[key(sha)] > 0
 }
 
 // status is what this daemon can say about one artifact.
@@ -53,6 +95,7 @@ func (s *Store) add(sha, path string) error {
 	defer s.mu.Unlock()
 	s.held[key(sha)] = heldFile{path: path, size: fi.Size(), mod: fi.ModTime()}
 	delete(s.failed, key(sha))
+	s.changedLocked()
 	return nil
 }
 
@@ -62,6 +105,7 @@ func (s *Store) beginSource(sha string) func(err error) {
 	s.mu.Lock()
 	s.fetching[k]++
 	delete(s.failed, k)
+	s.changedLocked()
 	s.mu.Unlock()
 	return func(err error) {
 		s.mu.Lock()
@@ -72,6 +116,7 @@ func (s *Store) beginSource(sha string) func(err error) {
 		if err != nil {
 			s.failed[k] = err.Error()
 		}
+		s.changedLocked()
 	}
 }
 

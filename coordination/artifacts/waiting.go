@@ -11,7 +11,8 @@ import (
 type outcome int
 
 const (
-	outcomeWait     outcome = iota // not held yet, busy, or no answer: ask again next round
+	outcomeWait     outcome = iota // not held yet, or no answer: ask again next round
+	outcomeBusy                    // held, but serving as many copies as it allows: ask again next round
 	outcomeGot                     // a verified copy is staged
 	outcomeFetching                // it is fetching from the source now: alive, give it time
 	outcomeFailed                  // its own fetch from the source failed
@@ -32,7 +33,9 @@ func classify(err error) outcome {
 	switch {
 	case err == nil:
 		return outcomeGot
-	case errors.Is(err, ErrNotHeld), errors.Is(err, ErrBusy), errors.Is(err, errNoAnswer):
+	case errors.Is(err, ErrBusy):
+		return outcomeBusy
+	case errors.Is(err, ErrNotHeld), errors.Is(err, errNoAnswer):
 		return outcomeWait
 	case errors.Is(err, ErrFetching):
 		return outcomeFetching

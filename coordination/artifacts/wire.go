@@ -29,8 +29,17 @@ const maxHeader = 4 << 10
 
 // One request per stream: a JSON line naming the artifact. One answer: a
 // JSON line with a code, then, when the code is codeOK, exactly Size bytes.
+//
+// WaitMS asks a daemon that does not hold the artifact yet to keep the
+// request until it does (then it serves it) or until that many
+// milliseconds passed (then it answers as it would have at once). The
+// hosts of a plan use it to take the artifact down a tree, each waiting on
+// one parent, instead of asking around every half second: at 100 hosts
+// those asks were thousands of streams a second. A daemon that predates it
+// ignores the field and answers at once, which the asker handles as before.
 type request struct {
 	SHA256 string `json:"sha256"`
+	WaitMS int64  `json:"wait_ms,omitempty"`
 }
 
 type header struct {

@@ -17,6 +17,9 @@ func TestArtifactBytesAreCountedBySource(t *testing.T) {
 	m.ArtifactFetched("peer", 300)
 	m.ArtifactFetched("peer", 200)
 	m.ArtifactServed(700)
+	m.ArtifactAnswered("ok")
+	m.ArtifactAnswered("not_held")
+	m.ArtifactAnswered("not_held")
 	srv, err := m.Listen("127.0.0.1:0", zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -41,5 +44,12 @@ func TestArtifactBytesAreCountedBySource(t *testing.T) {
 	}
 	if s := fams["upgraded_artifact_served_bytes_total"].GetMetric()[0].GetCounter().GetValue(); s != 700 {
 		t.Errorf("served bytes %v, want 700", s)
+	}
+	answered := map[string]float64{}
+	for _, mt := range fams["upgraded_artifact_requests_total"].GetMetric() {
+		answered[mt.GetLabel()[0].GetValue()] = mt.GetCounter().GetValue()
+	}
+	if answered["ok"] != 1 || answered["not_held"] != 2 {
+		t.Errorf("requests by answer: %v, want ok 1 and not_held 2", answered)
 	}
 }

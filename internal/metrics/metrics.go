@@ -42,8 +42,9 @@ type Metrics struct {
 	steps    *prometheus.HistogramVec
 	// Artifact sharing (coordination/artifacts): bytes staged by where they
 	// came from, and bytes served to other daemons.
-	artifactFetched *prometheus.CounterVec
-	artifactServed  prometheus.Counter
+	artifactFetched  *prometheus.CounterVec
+	artifactServed   prometheus.Counter
+	artifactAnswered *prometheus.CounterVec
 
 	mu   sync.Mutex
 	last map[string]stepSeen // plan|host -> step seen last, for durations
@@ -66,8 +67,10 @@ func New(src Source) *Metrics {
 			Help: "Artifact bytes staged on this host, by where they came from: source, peer (another daemon) or local (a path)."}, []string{"from"}),
 		artifactServed: prometheus.NewCounter(prometheus.CounterOpts{Name: "upgraded_artifact_served_bytes_total",
 			Help: "Artifact bytes this daemon served to other daemons."}),
+		artifactAnswered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "upgraded_artifact_requests_total",
+			Help: "Artifact requests of other daemons this daemon answered, by answer: ok (served), not_held, fetching, busy, failed, refused, bad_request."}, []string{"answer"}),
 	}
-	m.reg.MustRegister(m.rejected, m.steps, m.artifactFetched, m.artifactServed, collector{m}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.rejected, m.steps, m.artifactFetched, m.artifactServed, m.artifactAnswered, collector{m}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -81,6 +84,9 @@ func (m *Metrics) ArtifactFetched(from string, n int64) {
 
 // ArtifactServed counts n artifact bytes served to another daemon.
 func (m *Metrics) ArtifactServed(n int64) { m.artifactServed.Add(float64(n)) }
+
+// ArtifactAnswered counts one artifact request answered, by its answer.
+func (m *Metrics) ArtifactAnswered(code string) { m.artifactAnswered.WithLabelValues(code).Inc() }
 
 // Observe feeds step durations from every applied plan state (plan.FSM.Observe).
 func (m *Metrics) Observe(s *plan.State) {
