@@ -64,6 +64,7 @@ func TestWaitingTakeOver(t *testing.T) {
 		{name: "the second takes over from a seeder whose source failed", self: "h1", events: []event{{id: "h0", o: outcomeFailed}}, want: true, reason: "failed to fetch"},
 		{name: "the second takes over from a forger", self: "h1", events: []event{{id: "h0", o: outcomeBad}}, want: true, reason: "wrong copy"},
 		{name: "a seeder heard fetching is given more time", self: "h1", events: []event{{id: "h0", o: outcomeFetching, at: T - time.Second}}, at: 2*T - 2*time.Second},
+		{name: "a seeder busy serving its copy is given more time", self: "h1", events: []event{{id: "h0", o: outcomeBusy, at: T - time.Second}}, at: 2*T - 2*time.Second},
 		{name: "a seeder silent after fetching is given up", self: "h1", events: []event{{id: "h0", o: outcomeFetching, at: T - time.Second}}, at: 2*T - time.Second, want: true},
 		{name: "the third waits for the second's turn when the seeder is down", self: "h2", events: []event{{id: "h0", o: outcomeGone}}, at: 2*T - time.Second},
 		{name: "the third takes over when both before it are given up", self: "h2", events: []event{{id: "h0", o: outcomeGone}}, at: 2 * T, want: true},

@@ -350,10 +350,9 @@ func TestTreeTakesAboutOneRequestPerHost(t *testing.T) {
 	if served != n-1 {
 		t.Fatalf("%d copies served, want %d", served, n-1)
 	}
-	// The seeder's first round asks up to Spread peers whether one holds it
-	// already; the others ask their parent once, again at most once if it
-	// had not started yet.
-	if limit := 8 + 2*(n-1); requests > limit {
+	// The seeder asks nobody; the others ask their parent once, again at
+	// most once if it had not started yet.
+	if limit := 2 * (n - 1); requests > limit {
 		t.Fatalf("%d requests for %d hosts, want at most %d", requests, n, limit)
 	}
 	// Each host but the seeder got it from its parent in the tree.

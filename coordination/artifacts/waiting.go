@@ -12,7 +12,7 @@ type outcome int
 
 const (
 	outcomeWait     outcome = iota // not held yet, or no answer: ask again next round
-	outcomeBusy                    // held, but serving as many copies as it allows: ask again next round
+	outcomeBusy                    // held, but serving as many copies as it allows: alive, ask again next round
 	outcomeGot                     // a verified copy is staged
 	outcomeFetching                // it is fetching from the source now: alive, give it time
 	outcomeFailed                  // its own fetch from the source failed
@@ -120,13 +120,17 @@ func (w *waiting) candidates() []string {
 }
 
 // note records what a peer told at now; a peer heard fetching from the
-// source gets another timeout from now.
+// source, or holding a copy while busy serving it, gets another timeout
+// from now. (Busy seeders were given up as "silent past their turn" at 100
+// hosts on a loaded machine, their copy in hand, and the next host fetched
+// from the source again.)
 func (w *waiting) note(id string, o outcome, now time.Time) {
 	if w.last[id] == outcomeBad || w.last[id] == outcomeGone {
 		return // never taken back within this fetch
 	}
 	w.last[id] = o
-	if d, ok := w.deadline[id]; ok && o == outcomeFetching && d.Before(now.Add(w.timeout)) {
+	alive := o == outcomeFetching || o == outcomeBusy
+	if d, ok := w.deadline[id]; ok && alive && d.Before(now.Add(w.timeout)) {
 		w.deadline[id] = now.Add(w.timeout)
 	}
 }
