@@ -63,7 +63,19 @@ type scaleResult struct {
 	// taken from the peers restarting beside them, which hosts of their own
 	// would not lose; the plain script runs without daemons.
 	OutageCPU *cpuShare
-	Failed    string // where the run stopped, when it did not finish
+	// IdleCPU is the same over the benchIdleWindow before the announcement: what
+	// the daemons and the simulated peers cost the machine with no plan.
+	IdleCPU *cpuShare
+	Failed  string // where the run stopped, when it did not finish
+}
+
+// benchIdleWindow is how long the CPU is sampled, nothing happening, before
+// the announcement: $UPGRADED_BENCH_IDLE (a duration), default 5s.
+func benchIdleWindow() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("UPGRADED_BENCH_IDLE")); err == nil && d > 0 {
+		return d
+	}
+	return 5 * time.Second
 }
 
 // BenchmarkScale runs, for each N of $UPGRADED_BENCH_N (default 3,10,50,100),
@@ -82,7 +94,8 @@ func BenchmarkScale(b *testing.B) {
 				r, err := runScale(b, n)
 				if r != nil { // what was measured before a failure is printed too
 					rows = append(rows, r.row())
-					fmt.Printf("\n%s\n%s\n%s\n      CPU during the outage: %s\n", scaleHeader, r.row(), r.Steps, r.OutageCPU)
+					fmt.Printf("\n%s\n%s\n%s\n      CPU during the outage: %s\n      CPU idle, before the announcement: %s\n",
+						scaleHeader, r.row(), r.Steps, r.OutageCPU, r.IdleCPU)
 				}
 				if err != nil {
 					b.Fatal(err)
@@ -260,6 +273,12 @@ func runScale(tb testing.TB, n int) (r *scaleResult, err error) {
 			stopSampling()
 		}
 	}()
+	idleFrom := time.Now()
+	select {
+	case <-ctx.Done():
+		return r, ctx.Err()
+	case <-time.After(benchIdleWindow()):
+	}
 	start := time.Now()
 	id, err := c.Announce(ctx, 0, srv.args, "--procedure", "standard")
 	if err != nil {
@@ -288,7 +307,9 @@ func runScale(tb testing.TB, n int) (r *scaleResult, err error) {
 	}
 	r.Downtime, r.Skew = down, skew
 	samplesTaken = true
-	r.OutageCPU = shareBetween(stopSampling(), firstStop, firstStop.Add(down))
+	samples := stopSampling()
+	r.OutageCPU = shareBetween(samples, firstStop, firstStop.Add(down))
+	r.IdleCPU = shareBetween(samples, idleFrom, start)
 	// The plan is done when the raft state holds every host's verification:
 	// how long after the last host verified is how late progress reaches it.
 	r.Settled = r.Plan.Since.Sub(firstStop)
@@ -595,6 +616,10 @@ func reportScale(b *testing.B, r *scaleResult) {
 	b.ReportMetric(float64(r.SourceBytes), "source-bytes")
 	if r.OutageCPU != nil {
 		b.ReportMetric(r.OutageCPU.Daemons, "outage-daemon-cores")
+	}
+	if r.IdleCPU != nil {
+		b.ReportMetric(r.IdleCPU.Daemons, "idle-daemon-cores")
+		b.ReportMetric(r.IdleCPU.Machine, "idle-machine-cores")
 	}
 }
 
