@@ -40,18 +40,23 @@ func peersAnswer(tb testing.TB, n int) []byte {
 	return out
 }
 
+// answering returns a client of a local server that answers body to every request.
+func answering(b *testing.B, body []byte) *Client {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	}))
+	b.Cleanup(srv.Close)
+	return NewClient(srv.URL)
+}
+
 // BenchmarkPeerList reads a 50-peer cluster's /peers from a local server, as
 // the health check does five times a second: with every field (Peers) and
 // with the IDs only (PeerIDs). B/op and allocs/op are the figures to read.
 func BenchmarkPeerList(b *testing.B) {
 	const n = 50
 	body := peersAnswer(b, n)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(body)
-	}))
-	defer srv.Close()
-	c := NewClient(srv.URL)
+	c := answering(b, body)
 	ctx := context.Background()
 	b.Logf("answer of %d peers: %d bytes", n, len(body))
 	b.Run("Peers", func(b *testing.B) {
@@ -78,12 +83,7 @@ func BenchmarkPeerList(b *testing.B) {
 func BenchmarkIDAnswer(b *testing.B) {
 	const n = 50
 	body, _, _ := bytes.Cut(peersAnswer(b, n), []byte("\n"))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(body)
-	}))
-	defer srv.Close()
-	c := NewClient(srv.URL)
+	c := answering(b, body)
 	ctx := context.Background()
 	b.Logf("/id answer of a %d-peer cluster: %d bytes", n, len(body))
 	b.Run("ID", func(b *testing.B) {
