@@ -134,12 +134,12 @@ func (s *Sharer) FetchArtifact(ctx context.Context, p *plan.Plan, a plan.Artifac
 	}
 	final := filepath.Join(dir, name)
 	defer s.cfg.Store.beginWant(sha)()
-	if w.rank == 0 {
-		// At once, without first asking whether a peer holds it: the others
-		// hear it fetching from its first moment, and a round of asks on a
-		// loaded swarm (each up to RequestTimeout) kept a seeder of 100
-		// hosts silent past its turn.
-		return s.fromSource(ctx, log, a, dir, "source", "this host is the artifact's seeder (first in its order)")
+	if why, ok := w.takeOver(time.Now()); ok {
+		// The seeder, at once, without first asking whether a peer holds
+		// it: the others hear it fetching from its first moment, and a
+		// round of asks on a loaded swarm (each up to RequestTimeout) kept a
+		// seeder of 100 hosts silent past its turn.
+		return s.fromSource(ctx, log, a, dir, "source", why)
 	}
 	ok, err := s.fromParent(ctx, log, order[(w.rank-1)/s.cfg.Fanout], w, sha, final)
 	if err != nil {
