@@ -13,10 +13,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/upgraded/upgraded/coordination/plan"
 	"github.com/upgraded/upgraded/sidecar"
@@ -216,24 +216,19 @@ func (a *Agent) fetchArtifacts(ctx context.Context, p *plan.Plan, dir string) ([
 		}
 		names[name] = art.Source
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	g, ctx := errgroup.WithContext(ctx)
 	files := make([]string, len(p.Artifacts))
-	var wg sync.WaitGroup
 	for i, art := range p.Artifacts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			f, err := a.fetchArtifact(ctx, p, art, dir)
 			if err != nil {
-				cancel(fmt.Errorf("fetching artifact %s: %w", art.Source, err)) // only the first cause is kept
-				return
+				return fmt.Errorf("fetching artifact %s: %w", art.Source, err)
 			}
 			files[i] = f
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
+	if err := g.Wait(); err != nil { // the first failure, not the cancellations it caused
 		return nil, err
 	}
 	return files, nil
