@@ -155,8 +155,6 @@ func (s *Server) hold(ctx context.Context, sha string, wait time.Duration) {
 	}
 	start := time.Now()
 	wait = min(wait, s.cfg.MaxHold)
-	t := time.NewTimer(wait)
-	defer t.Stop()
 	for {
 		changed := s.cfg.Store.watch()
 		if stt, _ := s.cfg.Store.status(sha); stt == statusHeld || stt == statusFailed {
@@ -166,15 +164,15 @@ func (s *Server) hold(ctx context.Context, sha string, wait time.Duration) {
 		if !s.cfg.Store.isWanted(sha) {
 			limit = min(wait, s.cfg.UnwantedHold)
 		}
-		if time.Since(start) >= limit {
+		left := limit - time.Since(start)
+		if left <= 0 {
 			return
 		}
-		t.Reset(limit - time.Since(start))
-		select {
+		select { // woken by a change, which is rare: a timer per wake costs nothing
 		case <-ctx.Done():
 			return
 		case <-changed:
-		case <-t.C:
+		case <-time.After(left):
 		}
 	}
 }
