@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -234,9 +235,11 @@ func (d *daemon) peerRequest(ctx context.Context, method string, a Addr, path st
 }
 
 // syncLoop pulls changes from the peers it should follow, forever: all of
-// them each tick, or a rotating syncFanout of them in a large cluster.
+// them each tick, or a rotating syncFanout of them in a large cluster, which
+// ticks less often while nothing changes (see nextPause).
 func (d *daemon) syncLoop(ctx context.Context) {
-	t := time.NewTicker(syncInterval)
+	pause, quiet := syncInterval, 0
+	t := time.NewTimer(pause)
 	defer t.Stop()
 	for {
 		// In parallel, like a libp2p host's streams: a peer that is shutting
@@ -244,11 +247,15 @@ func (d *daemon) syncLoop(ctx context.Context) {
 		// rotation through the others (at 50 peers restarting together, one
 		// such peer per tick stalled every peer's view for seconds).
 		var wg sync.WaitGroup
-		for _, a := range d.peers.due(d.syncTargets(), time.Now()) {
+		var news atomic.Bool
+		targets := d.syncTargets()
+		for _, a := range d.peers.due(targets, time.Now()) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				d.syncWith(ctx, a)
+				if d.syncWith(ctx, a) {
+					news.Store(true)
+				}
 			}()
 		}
 		wg.Wait()
@@ -257,6 +264,13 @@ func (d *daemon) syncLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		if p, q := nextPause(pause, quiet, news.Load(), len(targets)); p != pause || q != quiet {
+			if p != pause {
+				d.log.Debug("peer sync pace changed", zap.Duration("pause", p), zap.Bool("news", news.Load()))
+			}
+			pause, quiet = p, q
+		}
+		t.Reset(pause)
 	}
 }
 
@@ -279,24 +293,27 @@ func (d *daemon) syncTargets() []Addr {
 	return out
 }
 
-// syncWith pulls pages of changes from one peer until caught up.
-func (d *daemon) syncWith(ctx context.Context, a Addr) {
+// syncWith pulls pages of changes from one peer until caught up, and says
+// whether anything was news: a change, a peer new, back, lost or changed.
+func (d *daemon) syncWith(ctx context.Context, a Addr) (news bool) {
 	if a.HostPort() == d.clusterAddr {
-		return
+		return false
 	}
 	for page := 0; page < 1000 && ctx.Err() == nil; page++ {
-		more, err := d.syncPage(ctx, a)
+		more, pageNews, err := d.syncPage(ctx, a)
+		news = news || pageNews
 		if err != nil {
 			d.log.Debug("peer sync failed", zap.String("addr", a.Multiaddr()), zap.Error(err))
-			return
+			return d.peers.failed(a.HostPort()) || news
 		}
 		if !more {
-			return
+			return news
 		}
 	}
+	return news
 }
 
-func (d *daemon) syncPage(ctx context.Context, a Addr) (bool, error) {
+func (d *daemon) syncPage(ctx context.Context, a Addr) (more, news bool, err error) {
 	cur := d.peers.cursor(a.HostPort())
 	q := url.Values{"epoch": {cur.epoch}, "since": {strconv.FormatUint(cur.last, 10)}}
 	if cur.infoTag != "" {
@@ -307,7 +324,7 @@ func (d *daemon) syncPage(ctx context.Context, a Addr) (bool, error) {
 	}
 	resp, err := d.peerRequest(ctx, http.MethodGet, a, "/_sim/sync?"+q.Encode(), nil)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	defer resp.Body.Close()
 	now := time.Now()
@@ -315,29 +332,30 @@ func (d *daemon) syncPage(ctx context.Context, a Addr) (bool, error) {
 	case http.StatusOK:
 	case http.StatusForbidden:
 		// A raft peer that does not count us as a member still answers.
-		d.peers.seen(a.HostPort(), resp.Header.Get(headerPeer), resp.Header.Get("X-Cluster-RPC"), nil, now)
-		return false, nil
+		news = d.peers.seen(a.HostPort(), resp.Header.Get(headerPeer), resp.Header.Get("X-Cluster-RPC"), nil, now)
+		return false, news, nil
 	default:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return false, fmt.Errorf("peer answered %s: %s", resp.Status, bytes.TrimSpace(b))
+		return false, false, fmt.Errorf("peer answered %s: %s", resp.Status, bytes.TrimSpace(b))
 	}
 	var sr syncResponse
 	if err := json.NewDecoder(resp.Body).Decode(&sr); err != nil {
-		return false, fmt.Errorf("decoding sync answer: %w", err)
+		return false, false, fmt.Errorf("decoding sync answer: %w", err)
 	}
-	d.peers.seen(a.HostPort(), sr.ID, sr.RPC, sr.Info, now)
+	news = d.peers.seen(a.HostPort(), sr.ID, sr.RPC, sr.Info, now)
 	if d.consensus == ConsensusCRDT {
 		for _, k := range sr.Known {
-			d.peers.learn(k)
+			news = d.peers.learn(k) || news
 		}
 	} else {
 		sr.Membership = d.acceptedMembership(sr.Membership)
 	}
-	if _, _, err := d.state.merge(sr.Entries, sr.Membership); err != nil {
-		return false, err
+	changed, membership, err := d.state.merge(sr.Entries, sr.Membership)
+	if err != nil {
+		return false, news, err
 	}
 	d.peers.setCursor(a.HostPort(), syncCursor{epoch: sr.Epoch, last: sr.Last, infoTag: sr.InfoTag, knownTag: sr.KnownTag})
-	return sr.More, nil
+	return sr.More, news || changed > 0 || membership, nil
 }
 
 // acceptedMembership: a bootstrapping raft peer waits for its join answer.

@@ -10,10 +10,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestDueSyncsEveryTargetUpToTheFanout(t *testing.T) {
@@ -70,12 +72,18 @@ func bookOf(n int) (*peerBook, []Addr) {
 
 // TestLargeCRDTClusterSeesEveryPeer runs more peers than the sync fanout in
 // this process, each told only of the first: every peer must list every
-// other, a pin must reach all, and a stopped peer must drop out of the lists.
+// other, keep listing them once its syncs slow down for want of news, a pin
+// must still reach all, and a stopped peer must drop out of the lists.
 func TestLargeCRDTClusterSeesEveryPeer(t *testing.T) {
 	const n = 2*syncFanout + 2
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	peers := startCRDTPeers(t, ctx, n)
+	logs := make([]*observer.ObservedLogs, n)
+	peers := startCRDTPeersLogged(t, ctx, n, func(i int) *zap.Logger {
+		core, l := observer.New(zap.DebugLevel)
+		logs[i] = l
+		return zap.New(core)
+	})
 	apis := peers.apis
 	everyPeerLists := func(want int, peers []int) func() bool {
 		return func() bool {
@@ -93,6 +101,26 @@ func TestLargeCRDTClusterSeesEveryPeer(t *testing.T) {
 	}
 	if err := poll(ctx, everyPeerLists(n, all)); err != nil {
 		t.Fatalf("not every peer listed all %d peers: %v", n, err)
+	}
+	// With nothing new every peer slows to idleSyncInterval, and contact
+	// lasts through the slower rotation: no peer drops out of a list.
+	if err := poll(ctx, func() bool {
+		for _, l := range logs {
+			if l.FilterMessage("peer sync pace changed").Filter(func(e observer.LoggedEntry) bool {
+				return e.ContextMap()["pause"] == idleSyncInterval
+			}).Len() == 0 {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatalf("a quiet peer never slowed its syncs to %s: %v", idleSyncInterval, err)
+	}
+	for range 3 * rounds(n-1) { // a rotation at the slowest pace, and more
+		if !everyPeerLists(n, all)() {
+			t.Fatalf("a peer dropped out of a list after the syncs slowed down")
+		}
+		time.Sleep(idleSyncInterval / 2)
 	}
 	c := "bafkreic3j4iknv3blrjuuzwbcuxg67oghg2vuhdfj2flj2c6ghdlktqzby"
 	resp, err := http.Post(apis[0]+"/pins/"+c, "", nil)
@@ -219,6 +247,12 @@ type crdtPeers struct {
 
 func startCRDTPeers(t *testing.T, ctx context.Context, n int) *crdtPeers {
 	t.Helper()
+	return startCRDTPeersLogged(t, ctx, n, func(int) *zap.Logger { return zap.NewNop() })
+}
+
+// startCRDTPeersLogged is startCRDTPeers with peer i logging to log(i).
+func startCRDTPeersLogged(t *testing.T, ctx context.Context, n int, log func(i int) *zap.Logger) *crdtPeers {
+	t.Helper()
 	p := ProfileFor("1.1.6")
 	c := &crdtPeers{stopped: make([]bool, n)}
 	root := t.TempDir() // before the cleanup below, which must run first
@@ -256,7 +290,7 @@ func startCRDTPeers(t *testing.T, ctx context.Context, n int) *crdtPeers {
 		errs := make(chan error, 1)
 		c.stops, c.errs = append(c.stops, stop), append(c.errs, errs)
 		go func() {
-			errs <- RunDaemon(dctx, DaemonOptions{Dir: dir, Profile: p, LoadDelay: 50 * time.Millisecond, Log: zap.NewNop()})
+			errs <- RunDaemon(dctx, DaemonOptions{Dir: dir, Profile: p, LoadDelay: 50 * time.Millisecond, Log: log(i)})
 		}()
 	}
 	return c
@@ -270,4 +304,55 @@ func (c *crdtPeers) stop(i int) error {
 	c.stopped[i] = true
 	c.stops[i]()
 	return <-c.errs[i]
+}
+
+func TestQuietLargeClusterSlowsItsSyncs(t *testing.T) {
+	const targets = 3*syncFanout + 1 // a rotation of 4 ticks
+	pause, quiet := syncInterval, 0
+	var paces []time.Duration
+	for range 16 {
+		pause, quiet = nextPause(pause, quiet, false, targets)
+		paces = append(paces, pause)
+	}
+	want := []time.Duration{syncInterval, syncInterval, syncInterval, 2 * syncInterval}
+	want = append(want, 2*syncInterval, 2*syncInterval, 2*syncInterval, 4*syncInterval)
+	for range 8 {
+		want = append(want, idleSyncInterval)
+	}
+	if !slices.Equal(paces, want) {
+		t.Fatalf("quiet ticks paced %v, want %v (doubling after each quiet rotation, up to %s)", paces, want, idleSyncInterval)
+	}
+	if p, q := nextPause(pause, quiet, true, targets); p != syncInterval || q != 0 {
+		t.Errorf("news left the pause at %s (%d quiet), want %s", p, q, syncInterval)
+	}
+	if p, _ := nextPause(syncInterval, 100, false, syncFanout); p != syncInterval {
+		t.Errorf("a cluster within the fanout slowed to %s", p)
+	}
+}
+
+// TestContactOutlastsTheSlowestRecentRotation: after ticks at the idle
+// pace, speeding up must not cut contact short before every target has
+// been asked again at the new pace.
+func TestContactOutlastsTheSlowestRecentRotation(t *testing.T) {
+	const n = 3*syncFanout + 1 // 4 ticks a rotation
+	b, targets := bookOf(n)
+	now := time.Unix(1000, 0)
+	for range 5 {
+		b.due(targets, now)
+		now = now.Add(idleSyncInterval)
+	}
+	slow := contactTTL + 4*idleSyncInterval
+	if b.ttl() != slow {
+		t.Fatalf("at the idle pace contact lasts %s, want %s", b.ttl(), slow)
+	}
+	for tick := 1; tick <= 4; tick++ {
+		b.due(targets, now.Add(-idleSyncInterval+time.Duration(tick)*syncInterval))
+		want := slow
+		if tick == 4 {
+			want = contactTTL + 4*syncInterval
+		}
+		if b.ttl() != want {
+			t.Errorf("fast tick %d after slow ones: contact lasts %s, want %s", tick, b.ttl(), want)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package clustersim
 
 import (
 	"encoding/json"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -17,10 +18,19 @@ import (
 // still reached every ceil(n/syncFanout) ticks, and contact lasts that many
 // ticks longer (of the ticks as they really pass: a loaded machine syncs
 // late): every peer is still seen, only later.
+//
+// A large cluster with nothing new also syncs less often: after a whole
+// rotation in which no peer brought a change, the pause between ticks
+// doubles up to idleSyncInterval, and the first change brings it back to
+// syncInterval. A real peer idles on pubsub heartbeats; 100 simulated peers
+// syncing 8 others 4 times a second took most of a 2-core machine before
+// anything happened (issue #9). Contact lasts one rotation of the slowest
+// recent ticks, so slowing down or speeding up loses no live peer.
 const (
-	contactLag = time.Second
-	contactTTL = 2500 * time.Millisecond
-	syncFanout = 8
+	contactLag       = time.Second
+	contactTTL       = 2500 * time.Millisecond
+	syncFanout       = 8
+	idleSyncInterval = time.Second
 )
 
 // contact is what this peer knows of another, keyed by its cluster address.
@@ -33,6 +43,7 @@ type contact struct {
 	lastSeen  time.Time
 	lastTried time.Time // last sync attempt, for the rotation in large clusters
 	cursor    syncCursor
+	failing   bool // the last sync attempt failed
 }
 
 // syncCursor is where this peer stands with another: the last change pulled,
@@ -50,18 +61,20 @@ type peerBook struct {
 	self     string
 	contacts map[string]*contact // by host:port
 	lastTick time.Time           // last rotation step (large clusters only)
-	tick     time.Duration       // time between the last two rotation steps
+	tick     time.Duration       // longest time between rotation steps over the last rotation
+	gaps     []time.Duration     // times between the last rotation steps, oldest first
 }
 
 func newPeerBook(self string) *peerBook {
 	return &peerBook{self: self, contacts: map[string]*contact{}}
 }
 
-// learn records a cluster address (full /p2p form or not).
-func (b *peerBook) learn(ma string) {
+// learn records a cluster address (full /p2p form or not) and says whether
+// it was new.
+func (b *peerBook) learn(ma string) bool {
 	a, err := ParseAddr(ma)
 	if err != nil || a.PeerID == b.self {
-		return
+		return false
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -69,26 +82,44 @@ func (b *peerBook) learn(ma string) {
 		if c.id == "" {
 			c.id = a.PeerID
 		}
-		return
+		return false
 	}
 	b.contacts[a.HostPort()] = &contact{addr: a, id: a.PeerID}
+	return true
 }
 
-// seen records an answer from the peer at hostport.
-func (b *peerBook) seen(hostport, id, rpc string, info json.RawMessage, now time.Time) {
+// seen records an answer from the peer at hostport and says whether it is
+// news: a peer new, back, restarted or with a changed /id.
+func (b *peerBook) seen(hostport, id, rpc string, info json.RawMessage, now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c, ok := b.contacts[hostport]
 	if !ok {
-		return
+		return false
 	}
+	news := c.failing || info != nil || c.rpc != rpc
 	if c.id != id || now.Sub(c.lastSeen) > b.ttl() {
 		c.firstSeen = now
+		news = true
 	}
-	c.id, c.rpc, c.lastSeen = id, rpc, now
+	c.id, c.rpc, c.lastSeen, c.failing = id, rpc, now, false
 	if info != nil {
 		c.info = info
 	}
+	return news
+}
+
+// failed records a failed sync with the peer at hostport and says whether
+// it is news: the peer answered the time before.
+func (b *peerBook) failed(hostport string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c, ok := b.contacts[hostport]
+	if !ok || c.failing {
+		return false
+	}
+	c.failing = true
+	return true
 }
 
 func (b *peerBook) cursor(hostport string) syncCursor {
@@ -148,8 +179,12 @@ func (b *peerBook) ttl() time.Duration {
 	if n <= syncFanout {
 		return contactTTL
 	}
-	rounds := (n + syncFanout - 1) / syncFanout
-	return contactTTL + time.Duration(rounds)*max(syncInterval, b.tick)
+	return contactTTL + time.Duration(rounds(n))*max(syncInterval, b.tick)
+}
+
+// rounds is how many ticks one rotation through n targets takes.
+func rounds(n int) int {
+	return (n + syncFanout - 1) / syncFanout
 }
 
 // due picks the targets to sync with this tick: all of them when they are
@@ -162,7 +197,11 @@ func (b *peerBook) due(targets []Addr, now time.Time) []Addr {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.lastTick.IsZero() {
-		b.tick = now.Sub(b.lastTick)
+		b.gaps = append(b.gaps, now.Sub(b.lastTick))
+		if k := rounds(len(targets)); len(b.gaps) > k {
+			b.gaps = append(b.gaps[:0], b.gaps[len(b.gaps)-k:]...)
+		}
+		b.tick = slices.Max(b.gaps)
 	}
 	b.lastTick = now
 	tried := func(a Addr) time.Time {
@@ -200,4 +239,18 @@ func (b *peerBook) alive(now time.Time, lagged bool) []contact {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
 	return out
+}
+
+// nextPause is the pause before the next sync tick, and the count of quiet
+// ticks so far, after a tick through targets that brought news or not.
+// Clusters within the fanout always sync every syncInterval.
+func nextPause(pause time.Duration, quiet int, news bool, targets int) (time.Duration, int) {
+	if news || targets <= syncFanout {
+		return syncInterval, 0
+	}
+	quiet++
+	if quiet < rounds(targets) {
+		return pause, quiet
+	}
+	return min(2*pause, idleSyncInterval), 0
 }
