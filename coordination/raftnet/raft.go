@@ -106,7 +106,7 @@ type Raft struct {
 	node  *p2p.Node
 	self  peer.ID
 	store *raftboltdb.BoltStore
-	trans *raft.NetworkTransport
+	trans *streamTransport
 
 	// ctx ends at Shutdown; request handlers run under it.
 	ctx    context.Context
@@ -275,13 +275,7 @@ func (r *Raft) open(rc *raft.Config) error {
 	if err != nil {
 		return fmt.Errorf("opening raft snapshots in %s: %w", r.cfg.Dir, err)
 	}
-	layer, err := newStreamLayer(r.node.Host)
-	if err != nil {
-		return err
-	}
-	r.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: rc.Logger.Named("transport"),
-	})
+	r.trans = newStreamTransport(r.node.Host, 10*time.Second, r.log.Named("transport"))
 	if err := r.bootstrapIfNew(rc, snaps); err != nil {
 		return err
 	}

@@ -1,0 +1,171 @@
+package raftnet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/upgraded/upgraded/coordination/p2p"
+)
+
+// transportPair is two swarm nodes with a streamTransport each, b connected to a.
+func transportPair(t *testing.T) (a, b *streamTransport) {
+	t.Helper()
+	log := zaptest.NewLogger(t)
+	node := func(dir string, bootstrap []string) *p2p.Node {
+		n, err := p2p.New(context.Background(), p2p.Config{IdentityFile: filepath.Join(dir, "identity.key"),
+			ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Secret: secret(7), Bootstrap: bootstrap, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	na := node(t.TempDir(), nil)
+	var addrs []string
+	for _, ma := range na.Addrs() {
+		addrs = append(addrs, ma.String())
+	}
+	nb := node(t.TempDir(), addrs)
+	a, b = newStreamTransport(na.Host, 5*time.Second, log), newStreamTransport(nb.Host, 5*time.Second, log)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// answer serves t's consumer with fn until the test ends.
+func answer(t *testing.T, tr *streamTransport, fn func(raft.RPC)) {
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		for {
+			select {
+			case rpc := <-tr.Consumer():
+				fn(rpc)
+			case <-done:
+				return
+			}
+		}
+	}()
+}
+
+func TestStreamTransportCarriesEveryRequestKind(t *testing.T) {
+	a, b := transportPair(t)
+	snapshot := bytes.Repeat([]byte("snapshot "), 100_000) // several buffers' worth
+	appended := time.Date(2026, 11, 25, 18, 0, 0, 123, time.UTC)
+	answer(t, a, func(rpc raft.RPC) {
+		switch req := rpc.Command.(type) {
+		case *raft.AppendEntriesRequest:
+			if len(req.Entries) != 2 || string(req.Entries[1].Data) != "second" || !req.Entries[0].AppendedAt.Equal(appended) {
+				rpc.Respond(nil, errors.New("entries garbled"))
+				return
+			}
+			rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, LastLog: req.Entries[1].Index, Success: true}, nil)
+		case *raft.RequestVoteRequest:
+			rpc.Respond(&raft.RequestVoteResponse{Term: req.Term, Granted: true}, nil)
+		case *raft.RequestPreVoteRequest:
+			rpc.Respond(&raft.RequestPreVoteResponse{Term: req.Term, Granted: true}, nil)
+		case *raft.TimeoutNowRequest:
+			rpc.Respond(&raft.TimeoutNowResponse{RPCHeader: req.RPCHeader}, nil)
+		case *raft.InstallSnapshotRequest:
+			got, err := io.ReadAll(rpc.Reader)
+			rpc.Respond(&raft.InstallSnapshotResponse{Term: req.Term, Success: err == nil && bytes.Equal(got, snapshot)}, nil)
+		default:
+			rpc.Respond(nil, errors.New("unexpected request"))
+		}
+	})
+	target := a.LocalAddr()
+	var ae raft.AppendEntriesResponse
+	err := b.AppendEntries("", target, &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{Addr: []byte(b.LocalAddr())}, Term: 4,
+		PrevLogEntry: 7, Entries: []*raft.Log{{Index: 8, Term: 4, Data: []byte("first"), AppendedAt: appended}, {Index: 9, Term: 4, Data: []byte("second")}}}, &ae)
+	if err != nil || !ae.Success || ae.LastLog != 9 || ae.Term != 4 {
+		t.Fatalf("append entries: %+v, %v", ae, err)
+	}
+	var rv raft.RequestVoteResponse
+	if err := b.RequestVote("", target, &raft.RequestVoteRequest{Term: 5}, &rv); err != nil || !rv.Granted || rv.Term != 5 {
+		t.Fatalf("request vote: %+v, %v", rv, err)
+	}
+	var pv raft.RequestPreVoteResponse
+	if err := b.RequestPreVote("", target, &raft.RequestPreVoteRequest{Term: 6}, &pv); err != nil || !pv.Granted || pv.Term != 6 {
+		t.Fatalf("request pre-vote: %+v, %v", pv, err)
+	}
+	var tn raft.TimeoutNowResponse
+	if err := b.TimeoutNow("", target, &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{ID: []byte("b7")}}, &tn); err != nil || string(tn.ID) != "b7" {
+		t.Fatalf("timeout now: %+v, %v", tn, err)
+	}
+	var is raft.InstallSnapshotResponse
+	err = b.InstallSnapshot("", target, &raft.InstallSnapshotRequest{Term: 8, Size: int64(len(snapshot))}, &is, bytes.NewReader(snapshot))
+	if err != nil || !is.Success {
+		t.Fatalf("install snapshot of %d bytes: %+v, %v", len(snapshot), is, err)
+	}
+	// The stream that carried the snapshot carries the next request.
+	if err := b.RequestVote("", target, &raft.RequestVoteRequest{Term: 9}, &rv); err != nil || rv.Term != 9 {
+		t.Fatalf("request after a snapshot: %+v, %v", rv, err)
+	}
+	// A refusal reaches the caller as an error, and the stream stays usable.
+	err = b.AppendEntries("", target, &raft.AppendEntriesRequest{Term: 4, PrevLogEntry: 1, Entries: []*raft.Log{{Index: 2}}}, &ae)
+	if err == nil || !strings.Contains(err.Error(), "entries garbled") {
+		t.Fatalf("a refused append gave %v, want the remote's error", err)
+	}
+	if err := b.RequestVote("", target, &raft.RequestVoteRequest{Term: 10}, &rv); err != nil || rv.Term != 10 {
+		t.Fatalf("request after a refusal: %+v, %v", rv, err)
+	}
+	if n := len(b.idle[a.h.ID()]); n != 1 {
+		t.Errorf("%d idle streams after requests one at a time, want 1 reused", n)
+	}
+}
+
+// Heartbeats skip the consumer: a follower busy applying a batch still
+// answers its leader's heartbeats, or it calls an election.
+func TestStreamTransportHandsHeartbeatsToTheirHandler(t *testing.T) {
+	a, b := transportPair(t)
+	beats := make(chan struct{}, 1)
+	a.SetHeartbeatHandler(func(rpc raft.RPC) {
+		beats <- struct{}{}
+		rpc.Respond(&raft.AppendEntriesResponse{Term: 3, Success: true}, nil)
+	}) // nothing reads a.Consumer(): a request that went there would hang
+	var resp raft.AppendEntriesResponse
+	req := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ID: []byte("b"), Addr: []byte(b.LocalAddr())}, Term: 3}
+	if err := b.AppendEntries("", a.LocalAddr(), req, &resp); err != nil || !resp.Success {
+		t.Fatalf("heartbeat: %+v, %v", resp, err)
+	}
+	select {
+	case <-beats:
+	default:
+		t.Fatal("the heartbeat handler was not called")
+	}
+}
+
+// Closing a transport ends the requests it serves and refuses new ones.
+func TestStreamTransportCloseEndsItsRequests(t *testing.T) {
+	a, b := transportPair(t)
+	held := make(chan struct{})
+	answer(t, a, func(raft.RPC) { close(held) }) // never answered
+	errs := make(chan error, 1)
+	go func() {
+		var resp raft.RequestVoteResponse
+		errs <- b.RequestVote("", a.LocalAddr(), &raft.RequestVoteRequest{Term: 1}, &resp)
+	}()
+	<-held
+	a.Close()
+	select {
+	case err := <-errs:
+		if err == nil {
+			t.Fatal("a request whose server closed succeeded")
+		}
+	case <-time.After(4 * time.Second): // under the 5s request timeout
+		t.Fatal("a request stayed blocked after its server closed")
+	}
+	b.Close()
+	var resp raft.RequestVoteResponse
+	if err := b.RequestVote("", a.LocalAddr(), &raft.RequestVoteRequest{Term: 1}, &resp); !errors.Is(err, errTransportClosed) {
+		t.Fatalf("a request on a closed transport gave %v", err)
+	}
+}
