@@ -1,7 +1,7 @@
 // Package raftnet runs the daemons' raft group (hashicorp/raft) over the
 // daemons' libp2p swarm.
 //
-// Raft's RPCs travel on libp2p streams (gostream) rather than on a TCP port of
+// Raft's RPCs travel on libp2p streams (streams.go) rather than on a TCP port of
 // their own. That way raft traffic rides the same private network as pubsub:
 // only hosts holding the cluster secret can connect at all, every connection
 // is encrypted and authenticated by peer ID, there is one port to open in
