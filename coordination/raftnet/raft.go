@@ -63,6 +63,11 @@ type Config struct {
 	// RequestTimeout bounds how long a leader works on one join or forwarded
 	// apply request. Default 10s.
 	RequestTimeout time.Duration
+	// SnapshotThreshold and TrailingLogs are raft's log compaction: a
+	// snapshot after SnapshotThreshold new entries, keeping TrailingLogs
+	// entries behind it. A member further behind is sent the snapshot.
+	// Zero keeps raft's defaults (8192 and 10240).
+	SnapshotThreshold, TrailingLogs uint64
 
 	// MaxVoters caps how many members vote: an odd number, 5 by default (3
 	// is the other sensible value). The group wants the largest odd number
@@ -188,6 +193,12 @@ func (c *Config) raftConfig(id peer.ID, log *zap.Logger) (*raft.Config, error) {
 	rc.ElectionTimeout = c.ElectionTimeout
 	rc.LeaderLeaseTimeout = c.LeaderLeaseTimeout
 	rc.CommitTimeout = c.CommitTimeout
+	if c.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = c.SnapshotThreshold
+	}
+	if c.TrailingLogs > 0 {
+		rc.TrailingLogs = c.TrailingLogs
+	}
 	rc.Logger = newHclog(log)
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("raft timing: %w", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
@@ -167,5 +168,32 @@ func TestStreamTransportCloseEndsItsRequests(t *testing.T) {
 	var resp raft.RequestVoteResponse
 	if err := b.RequestVote("", a.LocalAddr(), &raft.RequestVoteRequest{Term: 1}, &resp); !errors.Is(err, errTransportClosed) {
 		t.Fatalf("a request on a closed transport gave %v", err)
+	}
+}
+
+// A member that was down while the leader compacted its log past what the
+// member holds catches up by a snapshot sent over the transport.
+func TestMemberBehindACompactedLogCatchesUpBySnapshot(t *testing.T) {
+	tune := func(c *Config) { c.SnapshotThreshold, c.TrailingLogs = 4, 2 }
+	ms := clusterWith(t, tune)
+	behind := ms[2]
+	dir, id := behind.dir, behind.node.ID()
+	behind.stop(t)
+	leader := leaderOf(t, ms[:2])
+	var cmds []string
+	for i := range 20 {
+		cmds = append(cmds, fmt.Sprintf("while down %d", i))
+		apply(t, leader, cmds[i])
+	}
+	if err := leader.raft.R.Snapshot().Error(); err != nil {
+		t.Fatalf("leader snapshot: %v", err)
+	}
+	m := startWith(t, dir, secret(1), false, leader.addrs(), zaptest.NewLogger(t), tune)
+	if m.node.ID() != id {
+		t.Fatalf("restarted with identity %s, want %s", m.node.ID(), id)
+	}
+	eventually(t, 20*time.Second, "the member behind catches up", func() bool { return m.fsm.has(cmds...) })
+	if got := m.raft.R.Stats()["last_snapshot_index"]; got == "0" {
+		t.Errorf("the member caught up without a snapshot (last_snapshot_index %s): the test did not test it", got)
 	}
 }
