@@ -179,11 +179,23 @@ func (t *streamTransport) call(target raft.ServerAddress, kind byte, args any, d
 	if n := size / snapshotChunk; n > 1 {
 		timeout *= time.Duration(n)
 	}
-	c, err := t.stream(id, timeout)
+	c, reused, err := t.stream(id, timeout, false)
 	if err != nil {
 		return err
 	}
-	if err := t.roundTrip(c, timeout, kind, args, data, size, resp); err != nil {
+	err = t.roundTrip(c, timeout, kind, args, data, size, resp)
+	if err != nil && reused && data == nil {
+		// The member may have restarted since the stream was last used, which
+		// ended it. Raft's requests can be repeated (a snapshot's data cannot
+		// be read twice): try once more on a new stream rather than report a
+		// failure that makes raft back off from a healthy member.
+		c.s.Reset()
+		if c, _, err = t.stream(id, timeout, true); err != nil {
+			return err
+		}
+		err = t.roundTrip(c, timeout, kind, args, data, size, resp)
+	}
+	if err != nil {
 		c.s.Reset()
 		return fmt.Errorf("raft request to %s: %w", id, err)
 	}
@@ -224,27 +236,27 @@ func (t *streamTransport) roundTrip(c *rpcStream, timeout time.Duration, kind by
 	return c.s.SetDeadline(time.Time{})
 }
 
-// stream returns an idle stream to id, or opens one.
-func (t *streamTransport) stream(id peer.ID, timeout time.Duration) (*rpcStream, error) {
+// stream returns an idle stream to id (reused), unless fresh, or opens one.
+func (t *streamTransport) stream(id peer.ID, timeout time.Duration, fresh bool) (c *rpcStream, reused bool, err error) {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
-		return nil, errTransportClosed
+		return nil, false, errTransportClosed
 	}
-	if ss := t.idle[id]; len(ss) > 0 {
+	if ss := t.idle[id]; len(ss) > 0 && !fresh {
 		c := ss[len(ss)-1]
 		t.idle[id] = ss[:len(ss)-1]
 		t.mu.Unlock()
-		return c, nil
+		return c, true, nil
 	}
 	t.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), max(timeout, time.Second))
 	defer cancel()
 	s, err := t.h.NewStream(ctx, id, rpcProtocol)
 	if err != nil {
-		return nil, fmt.Errorf("opening a raft stream to %s: %w", id, err)
+		return nil, false, fmt.Errorf("opening a raft stream to %s: %w", id, err)
 	}
-	return newRPCStream(s), nil
+	return newRPCStream(s), false, nil
 }
 
 // release keeps c for the next request to id, or closes it.

@@ -197,3 +197,24 @@ func TestMemberBehindACompactedLogCatchesUpBySnapshot(t *testing.T) {
 		t.Errorf("the member caught up without a snapshot (last_snapshot_index %s): the test did not test it", got)
 	}
 }
+
+// A kept stream the member ended (it restarted, or closed its side) costs
+// raft no failed request: the request goes again on a new stream.
+func TestStreamTransportRetriesAnEndedIdleStream(t *testing.T) {
+	a, b := transportPair(t)
+	answer(t, a, func(rpc raft.RPC) {
+		rpc.Respond(&raft.RequestVoteResponse{Term: rpc.Command.(*raft.RequestVoteRequest).Term}, nil)
+	})
+	var resp raft.RequestVoteResponse
+	if err := b.RequestVote("", a.LocalAddr(), &raft.RequestVoteRequest{Term: 1}, &resp); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	for s := range a.serving { // the server's end of the kept stream
+		s.Reset()
+	}
+	a.mu.Unlock()
+	if err := b.RequestVote("", a.LocalAddr(), &raft.RequestVoteRequest{Term: 2}, &resp); err != nil || resp.Term != 2 {
+		t.Fatalf("a request after the member ended the kept stream: %+v, %v", resp, err)
+	}
+}
