@@ -316,28 +316,20 @@ func (t *streamTransport) serveOne(c *rpcStream) (bool, error) {
 	var snapshot *io.LimitedReader
 	switch kind {
 	case rpcAppendEntries:
-		var req raft.AppendEntriesRequest
-		err = c.dec.Decode(&req)
-		rpc.Command = &req
-		heartbeat = isHeartbeat(&req)
+		var req *raft.AppendEntriesRequest
+		req, err = decodeRequest[raft.AppendEntriesRequest](c.dec)
+		rpc.Command, heartbeat = req, isHeartbeat(req)
 	case rpcRequestVote:
-		var req raft.RequestVoteRequest
-		err = c.dec.Decode(&req)
-		rpc.Command = &req
+		rpc.Command, err = decodeRequest[raft.RequestVoteRequest](c.dec)
 	case rpcRequestPreVote:
-		var req raft.RequestPreVoteRequest
-		err = c.dec.Decode(&req)
-		rpc.Command = &req
+		rpc.Command, err = decodeRequest[raft.RequestPreVoteRequest](c.dec)
 	case rpcTimeoutNow:
-		var req raft.TimeoutNowRequest
-		err = c.dec.Decode(&req)
-		rpc.Command = &req
+		rpc.Command, err = decodeRequest[raft.TimeoutNowRequest](c.dec)
 	case rpcInstallSnapshot:
-		var req raft.InstallSnapshotRequest
-		err = c.dec.Decode(&req)
-		rpc.Command = &req
+		var req *raft.InstallSnapshotRequest
+		req, err = decodeRequest[raft.InstallSnapshotRequest](c.dec)
 		snapshot = &io.LimitedReader{R: c.r, N: req.Size}
-		rpc.Reader = snapshot
+		rpc.Command, rpc.Reader = req, snapshot
 	default:
 		return false, fmt.Errorf("unknown raft request kind %d", kind)
 	}
@@ -377,6 +369,11 @@ func (t *streamTransport) serveOne(c *rpcStream) (bool, error) {
 	}
 	// A snapshot raft did not read to its end leaves the stream unusable.
 	return snapshot == nil || snapshot.N == 0, nil
+}
+
+func decodeRequest[T any](dec *codec.Decoder) (*T, error) {
+	req := new(T)
+	return req, dec.Decode(req)
 }
 
 // isHeartbeat tells raft's heartbeat (an append with nothing but the
