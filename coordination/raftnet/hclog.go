@@ -47,12 +47,34 @@ func zapLevel(level hclog.Level) zapcore.Level {
 func fields(args []any) []zap.Field {
 	out := make([]zap.Field, 0, len(args)/2+1)
 	for i := 0; i+1 < len(args); i += 2 {
-		out = append(out, zap.Any(fmt.Sprint(args[i]), args[i+1]))
+		out = append(out, zap.Any(fmt.Sprint(args[i]), value(args[i+1])))
 	}
 	if len(args)%2 == 1 {
-		out = append(out, zap.Any("extra", args[len(args)-1]))
+		out = append(out, zap.Any("extra", value(args[len(args)-1])))
 	}
 	return out
+}
+
+// value renders hclog's formatted values as hclog would: raft reports a
+// snapshot's progress as hclog.Fmt("%0.2f%%", pct), which zap printed as
+// the list ["%0.2f%%",100].
+func value(v any) any {
+	switch v := v.(type) {
+	case hclog.Format:
+		if len(v) == 0 {
+			return ""
+		}
+		return fmt.Sprintf(fmt.Sprint(v[0]), v[1:]...)
+	case hclog.Hex:
+		return fmt.Sprintf("0x%x", int(v))
+	case hclog.Octal:
+		return fmt.Sprintf("0%o", int(v))
+	case hclog.Binary:
+		return fmt.Sprintf("0b%b", int(v))
+	case hclog.Quote:
+		return fmt.Sprintf("%q", string(v))
+	}
+	return v
 }
 
 func (l *zapHclog) Trace(msg string, args ...any) { l.Log(hclog.Trace, msg, args...) }

@@ -21,6 +21,9 @@ func TestHclogAdapter(t *testing.T) {
 		{"info with pairs", hclog.Info, zapcore.InfoLevel, []any{"term", 3, "peer", "x"}, map[string]any{"term": int64(3), "peer": "x"}},
 		{"warn", hclog.Warn, zapcore.WarnLevel, nil, map[string]any{}},
 		{"error with odd argument", hclog.Error, zapcore.ErrorLevel, []any{"k", "v", "lost"}, map[string]any{"k": "v", "extra": "lost"}},
+		{"formatted values", hclog.Info, zapcore.InfoLevel,
+			[]any{"percent-complete", hclog.Fmt("%0.2f%%", 37.5), "flags", hclog.Hex(255), "mode", hclog.Octal(8), "bits", hclog.Binary(5), "name", hclog.Quote("a b")},
+			map[string]any{"percent-complete": "37.50%", "flags": "0xff", "mode": "010", "bits": "0b101", "name": `"a b"`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
