@@ -264,12 +264,11 @@ func (d *daemon) syncLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if p, q := nextPause(pause, quiet, news.Load(), len(targets)); p != pause || q != quiet {
-			if p != pause {
-				d.log.Debug("peer sync pace changed", zap.Duration("pause", p), zap.Bool("news", news.Load()))
-			}
-			pause, quiet = p, q
+		p, q := nextPause(pause, quiet, news.Load(), len(targets))
+		if p != pause {
+			d.log.Debug("peer sync pace changed", zap.Duration("pause", p), zap.Bool("news", news.Load()))
 		}
+		pause, quiet = p, q
 		t.Reset(pause)
 	}
 }

@@ -2,7 +2,6 @@ package clustersim
 
 import (
 	"encoding/json"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -61,8 +60,7 @@ type peerBook struct {
 	self     string
 	contacts map[string]*contact // by host:port
 	lastTick time.Time           // last rotation step (large clusters only)
-	tick     time.Duration       // longest time between rotation steps over the last rotation
-	gaps     []time.Duration     // times between the last rotation steps, oldest first
+	gaps     []time.Duration     // times between the steps of the last rotation, oldest first
 }
 
 func newPeerBook(self string) *peerBook {
@@ -173,13 +171,18 @@ func (b *peerBook) addrOf(id string) (Addr, bool) {
 }
 
 // ttl is how long contact lasts: contactTTL, plus one rotation of the
-// sync targets when there are more than syncFanout. Called with b.mu held.
+// sync targets, at the slowest tick of the last rotation, when there are
+// more than syncFanout. Called with b.mu held.
 func (b *peerBook) ttl() time.Duration {
 	n := len(b.contacts)
 	if n <= syncFanout {
 		return contactTTL
 	}
-	return contactTTL + time.Duration(rounds(n))*max(syncInterval, b.tick)
+	slowest := syncInterval
+	for _, g := range b.gaps {
+		slowest = max(slowest, g)
+	}
+	return contactTTL + time.Duration(rounds(n))*slowest
 }
 
 // rounds is how many ticks one rotation through n targets takes.
@@ -201,7 +204,6 @@ func (b *peerBook) due(targets []Addr, now time.Time) []Addr {
 		if k := rounds(len(targets)); len(b.gaps) > k {
 			b.gaps = append(b.gaps[:0], b.gaps[len(b.gaps)-k:]...)
 		}
-		b.tick = slices.Max(b.gaps)
 	}
 	b.lastTick = now
 	tried := func(a Addr) time.Time {
