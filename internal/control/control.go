@@ -69,7 +69,11 @@ type Server struct {
 	ln   net.Listener
 	// AckTimeout bounds how long announce waits for the plan to be committed.
 	AckTimeout time.Duration
-	poll       time.Duration // awaitCommit's look besides the changes; republishing is paced by it
+	// IdleTimeout closes a client's kept-alive connection after this long
+	// without a request (default 30s), so that a script or monitor that
+	// never closes its connections does not pile them up in the daemon.
+	IdleTimeout time.Duration
+	poll        time.Duration // awaitCommit's look besides the changes; republishing is paced by it
 }
 
 // Listen creates the socket (replacing a stale one) with mode 0600; on Linux
@@ -88,7 +92,7 @@ func Listen(path string, b Backend, log *zap.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("restricting control socket %s: %w", path, err)
 	}
-	s := &Server{b: b, path: path, log: log.Named("control"), AckTimeout: 15 * time.Second, poll: 250 * time.Millisecond}
+	s := &Server{b: b, path: path, log: log.Named("control"), AckTimeout: 15 * time.Second, IdleTimeout: 30 * time.Second, poll: 250 * time.Millisecond}
 	s.ln = ownerOnly(ln, s.log)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", s.status)
@@ -104,6 +108,7 @@ func Listen(path string, b Backend, log *zap.Logger) (*Server, error) {
 
 // Serve answers until Close.
 func (s *Server) Serve() error {
+	s.srv.IdleTimeout = s.IdleTimeout
 	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serving control socket: %w", err)
 	}
@@ -221,6 +226,12 @@ func NewClient(path string) *Client {
 		return d.DialContext(ctx, "unix", path)
 	}}
 	return &Client{path: path, http: &http.Client{Transport: tr}}
+}
+
+// Close closes the client's idle connections to the daemon. A client that
+// is not closed keeps them until the daemon's idle timeout ends them.
+func (c *Client) Close() {
+	c.http.CloseIdleConnections()
 }
 
 // ErrNoDaemon means nothing answers on the socket.

@@ -329,7 +329,9 @@ func (c *Cluster) Status(ctx context.Context, i int) (*control.Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	return control.NewClient(cfg.SocketPath()).Status(ctx)
+	cl := control.NewClient(cfg.SocketPath())
+	defer cl.Close() // a client per call must not leave its connection open in the daemon
+	return cl.Status(ctx)
 }
 
 // WaitRegistered waits until daemon 0 sees every host registered and every
