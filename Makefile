@@ -11,7 +11,7 @@ export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/upgraded
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/upgraded
 
 # A 3-peer simulated cluster (PEERS=5 for more) upgraded from 1.0.8 to 1.1.6.
 PEERS ?= 3

@@ -36,7 +36,10 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	upgradedBin = filepath.Join(dir, "upgraded")
 	buildDir = filepath.Join(dir, "sim")
-	cmd := exec.Command("go", "build", "-o", upgradedBin, "../../cmd/upgraded")
+	// Built as it ships (see `make dist`): static, without cgo's libc, whose
+	// pages would otherwise count in every daemon's resident memory.
+	cmd := exec.Command("go", "build", "-trimpath", "-o", upgradedBin, "../../cmd/upgraded")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building upgraded:", err)
