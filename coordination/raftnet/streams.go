@@ -25,7 +25,10 @@ import (
 // 256 KiB send buffer, and a leader keeps two or three per member. Idle, the
 // leader of 50 daemons held 19 MB in those buffers (52 MB resident against
 // 33 MB for the others) and the leader of 100 daemons 92 MB. Buffers here
-// are 4 KiB; bufio writes larger messages straight through.
+// are 4 KiB (bufio writes larger messages straight through), and a stream
+// has them only while it carries a request: they are borrowed from a pool
+// for each request and its answer, so the two idle streams a leader keeps
+// to each member hold none.
 //
 // Wire format, per request: one byte naming the RPC, the msgpack request,
 // and for InstallSnapshot the snapshot's Size bytes. Per answer: a msgpack
@@ -40,7 +43,7 @@ type streamTransport struct {
 
 	mu        sync.Mutex
 	heartbeat func(raft.RPC)
-	idle      map[peer.ID][]*rpcStream // kept for reuse, at most maxIdle each
+	idle      map[peer.ID][]network.Stream // kept for reuse, at most maxIdle each
 	serving   map[network.Stream]struct{}
 	closed    bool
 	done      chan struct{}
@@ -68,25 +71,54 @@ const (
 
 var errTransportClosed = errors.New("raft transport closed")
 
-// rpcStream is one stream with its buffered reader, writer and codecs.
-type rpcStream struct {
-	s   network.Stream
+// msgpackHandle is every codec's: a handle caches what it learnt of each
+// type it met, and is safe for concurrent use once configured.
+var msgpackHandle = &codec.MsgpackHandle{}
+
+// rpcCodec is the buffered reader, writer and codecs that carry one request
+// and its answer on a stream.
+type rpcCodec struct {
 	r   *bufio.Reader
 	w   *bufio.Writer
 	dec *codec.Decoder
 	enc *codec.Encoder
 }
 
-func newRPCStream(s network.Stream) *rpcStream {
-	c := &rpcStream{s: s, r: bufio.NewReaderSize(s, streamBuffer), w: bufio.NewWriterSize(s, streamBuffer)}
-	c.dec = codec.NewDecoder(c.r, &codec.MsgpackHandle{})
-	c.enc = codec.NewEncoder(c.w, &codec.MsgpackHandle{})
+var codecs = sync.Pool{New: func() any {
+	c := &rpcCodec{r: bufio.NewReaderSize(nil, streamBuffer), w: bufio.NewWriterSize(nil, streamBuffer)}
+	c.dec = codec.NewDecoder(c.r, msgpackHandle)
+	c.enc = codec.NewEncoder(c.w, msgpackHandle)
 	return c
+}}
+
+// borrowCodec returns a codec on s, to be given back with done.
+func borrowCodec(s io.ReadWriter) *rpcCodec {
+	c := codecs.Get().(*rpcCodec)
+	c.r.Reset(s)
+	c.w.Reset(s)
+	c.dec.Reset(c.r)
+	c.enc.Reset(c.w)
+	return c
+}
+
+// done gives c back for another stream. Nothing may follow an answer (nor a
+// request, whose sender waits for the answer) before the next request, so
+// buffered bytes mean the other side broke the protocol: they would be lost
+// with the buffer, and the stream must not be used again.
+func (c *rpcCodec) done() error {
+	extra := c.r.Buffered()
+	c.r.Reset(nil)
+	c.w.Reset(nil)
+	codecs.Put(c)
+	if extra > 0 {
+		return fmt.Errorf("%d unexpected bytes after a raft message", extra)
+	}
+	return nil
 }
 
 func newStreamTransport(h host.Host, timeout time.Duration, log *zap.Logger) *streamTransport {
 	t := &streamTransport{h: h, log: log, timeout: timeout, rpcs: make(chan raft.RPC),
-		idle: map[peer.ID][]*rpcStream{}, serving: map[network.Stream]struct{}{}, done: make(chan struct{})}
+		idle: map[peer.ID][]network.Stream{}, serving: map[network.Stream]struct{}{}, done: make(chan struct{})}
 	h.SetStreamHandler(rpcProtocol, t.serve)
 	return t
 }
@@ -155,12 +187,12 @@ func (t *streamTransport) Close() error {
 	t.closed = true
 	close(t.done)
 	idle, serving := t.idle, t.serving
-	t.idle, t.serving = map[peer.ID][]*rpcStream{}, map[network.Stream]struct{}{}
+	t.idle, t.serving = map[peer.ID][]network.Stream{}, map[network.Stream]struct{}{}
 	t.mu.Unlock()
 	t.h.RemoveStreamHandler(rpcProtocol)
 	for _, ss := range idle {
-		for _, c := range ss {
-			c.s.Reset()
+		for _, s := range ss {
+			s.Reset()
 		}
 	}
 	for s := range serving {
@@ -179,36 +211,50 @@ func (t *streamTransport) call(target raft.ServerAddress, kind byte, args any, d
 	if n := size / snapshotChunk; n > 1 {
 		timeout *= time.Duration(n)
 	}
-	c, reused, err := t.stream(id, timeout, false)
+	s, reused, err := t.stream(id, timeout, false)
 	if err != nil {
 		return err
 	}
-	err = t.roundTrip(c, timeout, kind, args, data, size, resp)
+	err = t.roundTrip(s, timeout, kind, args, data, size, resp)
 	if err != nil && reused && data == nil {
 		// The member may have restarted since the stream was last used, which
 		// ended it. Raft's requests can be repeated (a snapshot's data cannot
 		// be read twice): try once more on a new stream rather than report a
 		// failure that makes raft back off from a healthy member.
-		c.s.Reset()
-		if c, _, err = t.stream(id, timeout, true); err != nil {
+		s.Reset()
+		if s, _, err = t.stream(id, timeout, true); err != nil {
 			return err
 		}
-		err = t.roundTrip(c, timeout, kind, args, data, size, resp)
+		err = t.roundTrip(s, timeout, kind, args, data, size, resp)
 	}
 	if err != nil {
-		c.s.Reset()
+		s.Reset()
 		return fmt.Errorf("raft request to %s: %w", id, err)
 	}
-	t.release(id, c)
+	t.release(id, s)
 	return nil
 }
 
-func (t *streamTransport) roundTrip(c *rpcStream, timeout time.Duration, kind byte, args any, data io.Reader, size int64, resp any) error {
+func (t *streamTransport) roundTrip(s network.Stream, timeout time.Duration, kind byte, args any, data io.Reader, size int64, resp any) error {
 	if timeout > 0 {
-		if err := c.s.SetDeadline(time.Now().Add(timeout)); err != nil {
+		if err := s.SetDeadline(time.Now().Add(timeout)); err != nil {
 			return err
 		}
 	}
+	c := borrowCodec(s)
+	if err := c.exchange(kind, args, data, size, resp); err != nil {
+		// The stream is reset: what c holds of it is of no use to anyone.
+		_ = c.done()
+		return err
+	}
+	if err := c.done(); err != nil {
+		return err
+	}
+	return s.SetDeadline(time.Time{})
+}
+
+// exchange sends one request and reads its answer into resp.
+func (c *rpcCodec) exchange(kind byte, args any, data io.Reader, size int64, resp any) error {
 	if err := c.w.WriteByte(kind); err != nil {
 		return err
 	}
@@ -233,42 +279,42 @@ func (t *streamTransport) roundTrip(c *rpcStream, timeout time.Duration, kind by
 	if remote != "" {
 		return errors.New(remote)
 	}
-	return c.s.SetDeadline(time.Time{})
+	return nil
 }
 
 // stream returns an idle stream to id (reused), unless fresh, or opens one.
-func (t *streamTransport) stream(id peer.ID, timeout time.Duration, fresh bool) (c *rpcStream, reused bool, err error) {
+func (t *streamTransport) stream(id peer.ID, timeout time.Duration, fresh bool) (s network.Stream, reused bool, err error) {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
 		return nil, false, errTransportClosed
 	}
 	if ss := t.idle[id]; len(ss) > 0 && !fresh {
-		c := ss[len(ss)-1]
+		s := ss[len(ss)-1]
 		t.idle[id] = ss[:len(ss)-1]
 		t.mu.Unlock()
-		return c, true, nil
+		return s, true, nil
 	}
 	t.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), max(timeout, time.Second))
 	defer cancel()
-	s, err := t.h.NewStream(ctx, id, rpcProtocol)
+	s, err = t.h.NewStream(ctx, id, rpcProtocol)
 	if err != nil {
 		return nil, false, fmt.Errorf("opening a raft stream to %s: %w", id, err)
 	}
-	return newRPCStream(s), false, nil
+	return s, false, nil
 }
 
-// release keeps c for the next request to id, or closes it.
-func (t *streamTransport) release(id peer.ID, c *rpcStream) {
+// release keeps s for the next request to id, or closes it.
+func (t *streamTransport) release(id peer.ID, s network.Stream) {
 	t.mu.Lock()
 	if !t.closed && len(t.idle[id]) < maxIdle {
-		t.idle[id] = append(t.idle[id], c)
+		t.idle[id] = append(t.idle[id], s)
 		t.mu.Unlock()
 		return
 	}
 	t.mu.Unlock()
-	c.s.Close()
+	s.Close()
 }
 
 // serve answers the requests of one stream until it ends.
@@ -286,9 +332,19 @@ func (t *streamTransport) serve(s network.Stream) {
 		delete(t.serving, s)
 		t.mu.Unlock()
 	}()
-	c := newRPCStream(s)
+	var kind [1]byte
 	for {
-		more, err := t.serveOne(c)
+		// Waiting for the next request takes no buffer: the codec is
+		// borrowed once its first byte is in.
+		_, err := io.ReadFull(s, kind[:])
+		more := false
+		if err == nil {
+			c := borrowCodec(s)
+			more, err = t.serveOne(c, kind[0])
+			if doneErr := c.done(); err == nil && more {
+				err = doneErr
+			}
+		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, errTransportClosed) {
 				t.log.Debug("raft stream ended", zap.Stringer("peer", s.Conn().RemotePeer()), zap.Error(err))
@@ -303,13 +359,9 @@ func (t *streamTransport) serve(s network.Stream) {
 	}
 }
 
-// serveOne reads one request, hands it to raft and writes the answer. It
-// reports whether the stream can carry another request.
-func (t *streamTransport) serveOne(c *rpcStream) (bool, error) {
-	kind, err := c.r.ReadByte()
-	if err != nil {
-		return false, err
-	}
+// serveOne reads the request of this kind, hands it to raft and writes the
+// answer. It reports whether the stream can carry another request.
+func (t *streamTransport) serveOne(c *rpcCodec, kind byte) (more bool, err error) {
 	respCh := make(chan raft.RPCResponse, 1)
 	rpc := raft.RPC{RespChan: respCh}
 	heartbeat := false

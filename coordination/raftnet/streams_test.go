@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/libp2p/go-libp2p/core/network"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/upgraded/upgraded/coordination/p2p"
@@ -216,5 +217,71 @@ func TestStreamTransportRetriesAnEndedIdleStream(t *testing.T) {
 	a.mu.Unlock()
 	if err := b.RequestVote("", a.LocalAddr(), &raft.RequestVoteRequest{Term: 2}, &resp); err != nil || resp.Term != 2 {
 		t.Fatalf("a request after the member ended the kept stream: %+v, %v", resp, err)
+	}
+}
+
+// Codecs are borrowed per request: many requests at once, on as many
+// streams, each get their own answer.
+func TestStreamTransportConcurrentRequestsGetTheirOwnAnswers(t *testing.T) {
+	a, b := transportPair(t)
+	answer(t, a, func(rpc raft.RPC) {
+		go rpc.Respond(&raft.RequestVoteResponse{Term: rpc.Command.(*raft.RequestVoteRequest).Term}, nil)
+	})
+	const workers, each = 16, 25
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := range each {
+				term := uint64(w*1000 + i + 1)
+				var resp raft.RequestVoteResponse
+				if err := b.RequestVote("", a.LocalAddr(), &raft.RequestVoteRequest{Term: term}, &resp); err != nil {
+					errs <- err
+					return
+				}
+				if resp.Term != term {
+					errs <- fmt.Errorf("request of term %d got the answer of term %d", term, resp.Term)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(b.idle[a.h.ID()]); n > maxIdle {
+		t.Errorf("%d idle streams kept, want at most %d", n, maxIdle)
+	}
+}
+
+// A member that sends more than its answer broke the protocol: the request
+// fails and its stream is not used again, rather than the extra bytes being
+// read as the start of the next answer (or dropped with a buffer).
+func TestStreamTransportRefusesBytesAfterAnAnswer(t *testing.T) {
+	a, b := transportPair(t)
+	a.h.SetStreamHandler(rpcProtocol, func(s network.Stream) {
+		defer s.Close()
+		c := borrowCodec(s)
+		var kind [1]byte
+		var req raft.RequestVoteRequest
+		if _, err := io.ReadFull(c.r, kind[:]); err != nil || c.dec.Decode(&req) != nil {
+			s.Reset()
+			return
+		}
+		_ = c.enc.Encode("")
+		_ = c.enc.Encode(&raft.RequestVoteResponse{Term: req.Term, Granted: true})
+		_ = c.w.WriteByte(0x93) // a stray byte after the answer
+		_ = c.w.Flush()
+		_, _ = io.Copy(io.Discard, s)
+	})
+	var resp raft.RequestVoteResponse
+	err := b.RequestVote("", a.LocalAddr(), &raft.RequestVoteRequest{Term: 3}, &resp)
+	if err == nil || !strings.Contains(err.Error(), "unexpected bytes") {
+		t.Fatalf("an answer followed by a stray byte gave %v, want a protocol error", err)
+	}
+	if n := len(b.idle[a.h.ID()]); n != 0 {
+		t.Errorf("%d idle streams kept after a protocol error, want none", n)
 	}
 }
