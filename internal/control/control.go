@@ -35,6 +35,9 @@ type Self struct {
 	ID          string   `json:"id"`
 	Addrs       []string `json:"addrs"`
 	ClusterPeer string   `json:"cluster_peer"`
+	// Connected is how many of the other registered daemons the swarm has a
+	// connection to now.
+	Connected int `json:"connected"`
 }
 
 // PlanAnswer is a plan, or why its announcement was refused.

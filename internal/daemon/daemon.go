@@ -345,6 +345,11 @@ func (d *Daemon) Status() control.Status {
 	st := d.fsm.State()
 	s := control.Status{Self: control.Self{ID: d.node.ID().String(), Addrs: d.addrs(), ClusterPeer: d.peerID},
 		Hosts: st.Hosts}
+	for _, id := range d.node.Host.Network().Peers() {
+		if _, ok := st.Hosts[id.String()]; ok {
+			s.Self.Connected++
+		}
+	}
 	if l, ok := d.raft.Leader(); ok {
 		s.Leader = l.String()
 	}

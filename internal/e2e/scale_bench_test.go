@@ -52,12 +52,17 @@ type scaleResult struct {
 	Settled        time.Duration // first stop to the plan done in the raft state
 	Plain          time.Duration // the plain script: first stop to last peer healthy
 	PlainSkew      time.Duration
-	RSSIdle        []int64 // VmRSS of each daemon before the announcement, kB
-	AnonIdle       []int64 // RssAnon of the same: VmRSS less the binary's pages, shared by all daemons
-	RSSPeak        []int64 // VmHWM of each daemon during the upgrade, kB (0: unknown)
-	SourceBytes    int64   // bytes the artifact server sent during the upgrade
-	ArtifactSize   int64   // bytes of one full set of artifacts
-	Steps          string  // median and max of each switch step across hosts (journals)
+	// Meshed is how long after setup every daemon was connected to every
+	// other, which is when idle memory is read; Fewest is the fewest
+	// connections a daemon had when the wait for it gave up (N-1: meshed).
+	Meshed       time.Duration
+	Fewest       int
+	RSSIdle      []int64 // VmRSS of each daemon before the announcement, kB
+	AnonIdle     []int64 // RssAnon of the same: VmRSS less the binary's pages, shared by all daemons
+	RSSPeak      []int64 // VmHWM of each daemon during the upgrade, kB (0: unknown)
+	SourceBytes  int64   // bytes the artifact server sent during the upgrade
+	ArtifactSize int64   // bytes of one full set of artifacts
+	Steps        string  // median and max of each switch step across hosts (journals)
 	// OutageCPU is the CPU the daemons and the machine used from the first
 	// stop to the last verification. On one machine the daemons' share is
 	// taken from the peers restarting beside them, which hosts of their own
@@ -94,8 +99,8 @@ func BenchmarkScale(b *testing.B) {
 				r, err := runScale(b, n)
 				if r != nil { // what was measured before a failure is printed too
 					rows = append(rows, r.row())
-					fmt.Printf("\n%s\n%s\n%s\n      CPU during the outage: %s\n      CPU idle, before the announcement: %s\n",
-						scaleHeader, r.row(), r.Steps, r.OutageCPU, r.IdleCPU)
+					fmt.Printf("\n%s\n%s\n%s\n      %s\n      CPU during the outage: %s\n      CPU idle, before the announcement: %s\n",
+						scaleHeader, r.row(), r.Steps, r.mesh(), r.OutageCPU, r.IdleCPU)
 				}
 				if err != nil {
 					b.Fatal(err)
@@ -125,6 +130,9 @@ func TestScaleHarnessSmoke(t *testing.T) {
 		if d <= 0 {
 			t.Errorf("%s not measured (%s)", name, d)
 		}
+	}
+	if r.Fewest != 2 {
+		t.Errorf("the 3 daemons never all reported connections to the 2 others: %s", r.mesh())
 	}
 	if len(r.RSSIdle) != 3 || r.RSSIdle[0] <= 0 {
 		t.Errorf("idle memory not measured: %v", r.RSSIdle)
@@ -190,6 +198,11 @@ func scaleDirDescription() string {
 	}
 	return os.TempDir()
 }
+
+// meshWait bounds the wait for every daemon to connect to every other
+// before idle memory is read; past it, memory is read anyway and the row
+// says how far the mesh got.
+const meshWait = 4 * time.Minute
 
 // scaleTimeouts are generous: at N=100 on a shared 2-core machine everything is slow.
 func scaleTimeouts(c *config.Config) {
@@ -258,6 +271,17 @@ func runScale(tb testing.TB, n int) (r *scaleResult, err error) {
 	pids := make([]int, n)
 	for i := range pids {
 		pids[i] = c.PID(i)
+	}
+	// Idle memory is that of the whole mesh: each connection costs a daemon
+	// goroutines and buffers, and at N=100 the last ones are made minutes
+	// after every daemon registered.
+	meshFrom := time.Now()
+	mctx, mcancel := context.WithTimeout(ctx, meshWait)
+	r.Fewest, err = c.WaitMeshed(mctx)
+	mcancel()
+	r.Meshed = time.Since(meshFrom)
+	if err != nil && ctx.Err() != nil {
+		return r, err
 	}
 	if r.RSSIdle, err = procStatus(pids, "VmRSS"); err != nil {
 		return r, err
@@ -602,6 +626,14 @@ func (r *scaleResult) row() string {
 		r.SourceBytes, r.ArtifactSize, r.N, r.ArtifactSize*int64(r.N))
 }
 
+// mesh says when idle memory was read.
+func (r *scaleResult) mesh() string {
+	if r.Fewest == r.N-1 {
+		return fmt.Sprintf("idle memory read once every daemon was connected to the %d others, %s after setup", r.N-1, r.Meshed.Round(time.Second))
+	}
+	return fmt.Sprintf("idle memory read %s after setup with the mesh unfinished: a daemon was connected to %d of the %d others", r.Meshed.Round(time.Second), r.Fewest, r.N-1)
+}
+
 func reportScale(b *testing.B, r *scaleResult) {
 	b.ReportMetric(float64(r.AnnounceToOK.Milliseconds()), "announce-commit-ms")
 	b.ReportMetric(float64(r.AnnounceDaemon.Milliseconds()), "announce-commit-daemon-ms")
@@ -614,6 +646,7 @@ func reportScale(b *testing.B, r *scaleResult) {
 	b.ReportMetric(float64(median(r.AnonIdle))/1024, "rss-anon-idle-median-MB")
 	b.ReportMetric(float64(median(r.RSSPeak))/1024, "rss-peak-median-MB")
 	b.ReportMetric(float64(r.SourceBytes), "source-bytes")
+	b.ReportMetric(r.Meshed.Seconds(), "mesh-s")
 	if r.OutageCPU != nil {
 		b.ReportMetric(r.OutageCPU.Daemons, "outage-daemon-cores")
 	}

@@ -352,6 +352,41 @@ func (c *Cluster) WaitRegistered(ctx context.Context) error {
 	return nil
 }
 
+// WaitMeshed waits until every daemon reports a connection to every other
+// registered daemon, asking each not yet there once a second. It returns
+// the fewest connections a daemon reported last (-1: one never answered).
+func (c *Cluster) WaitMeshed(ctx context.Context) (fewest int, err error) {
+	want := len(c.Hosts) - 1
+	last := map[int]int{} // daemons not yet connected to all: what each said last
+	for i := range c.Hosts {
+		last[i] = -1
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		for i := range last {
+			if st, err := c.Status(ctx, i); err == nil {
+				last[i] = st.Self.Connected
+			}
+			if last[i] >= want {
+				delete(last, i)
+			}
+		}
+		if len(last) == 0 {
+			return want, nil
+		}
+		select {
+		case <-ctx.Done():
+			fewest = want
+			for _, n := range last {
+				fewest = min(fewest, n)
+			}
+			return fewest, fmt.Errorf("waiting for every daemon to connect to the %d others: %w (%d not yet, one at %d)", want, ctx.Err(), len(last), fewest)
+		case <-t.C:
+		}
+	}
+}
+
 // Release builds version spec and its release tarballs, returning the
 // announce arguments (--version, --artifact, --sha256).
 func (c *Cluster) Release(ctx context.Context, spec simtest.BuildSpec) ([]string, error) {
