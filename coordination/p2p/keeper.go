@@ -104,6 +104,23 @@ func (k *keeper) add(ai peer.AddrInfo, permanent bool) {
 	k.peers[ai.ID] = &known{permanent: permanent, score: rendezvousScore(k.h.ID(), ai.ID)}
 }
 
+// know records a daemon learnt from elsewhere than its advertisements (the
+// plan state's registered hosts) and considers it for keeping from now on.
+// Unlike an advertisement, which says the daemon is there now, it does not
+// cut short the backoff of a daemon already known: it is repeated for every
+// host every few seconds, reachable or not.
+func (k *keeper) know(ai peer.AddrInfo) {
+	if ai.ID == k.h.ID() {
+		return
+	}
+	k.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, exchangedAddrTTL)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.peers[ai.ID]; !ok {
+		k.peers[ai.ID] = &known{score: rendezvousScore(k.h.ID(), ai.ID)}
+	}
+}
+
 // run reconnects kept peers until ctx ends.
 func (k *keeper) run(ctx context.Context) {
 	t := time.NewTicker(k.min)

@@ -276,3 +276,40 @@ func TestBoundedConnectionsStayConnected(t *testing.T) {
 		reachesAll(t, r, topics[i], rest, fmt.Sprintf("message from node %d after node 0 stopped", i))
 	}
 }
+
+// A daemon known only from the plan state, never heard advertising, is kept
+// connected; telling the node of a known daemon again does not cut short its
+// backoff, as the daemon does for every registered host every few seconds.
+func TestKnownDaemonIsKeptWithoutAdvertisements(t *testing.T) {
+	a, b := startNode(t, nodeOpts{}), startNode(t, nodeOpts{})
+	if a.Host.Network().Connectedness(b.ID()) == network.Connected {
+		t.Fatal("a and b connected before a was told of b: the test proves nothing")
+	}
+	a.KnowDaemon(peer.AddrInfo{ID: b.ID(), Addrs: b.Host.Addrs()})
+	eventually(t, 10*time.Second, "a connects to the daemon it was told of", func() bool {
+		return a.Host.Network().Connectedness(b.ID()) == network.Connected
+	})
+
+	// A daemon that does not answer: its backoff grows and stays.
+	gone := startNode(t, nodeOpts{})
+	goneAddrs := gone.Host.Addrs()
+	if err := gone.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a.KnowDaemon(peer.AddrInfo{ID: gone.ID(), Addrs: goneAddrs})
+	var next time.Time
+	eventually(t, 10*time.Second, "a dial of the stopped daemon fails", func() bool {
+		a.keep.mu.Lock()
+		defer a.keep.mu.Unlock()
+		p := a.keep.peers[gone.ID()]
+		next = p.next
+		return p.down && !p.next.IsZero()
+	})
+	a.KnowDaemon(peer.AddrInfo{ID: gone.ID(), Addrs: goneAddrs})
+	a.keep.mu.Lock()
+	after := a.keep.peers[gone.ID()].next
+	a.keep.mu.Unlock()
+	if after.Before(next) {
+		t.Fatalf("telling of a known daemon again moved its next attempt from %v to %v", next, after)
+	}
+}

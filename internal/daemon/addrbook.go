@@ -15,15 +15,13 @@ import (
 // daemon holds. libp2p dials from its own peerstore only, filled by
 // connections and by gossiped advertisements, and under load those are lost:
 // at 100 daemons a newly elected raft leader had no address for 28 of its
-// members, and a host that could not reach the artifact's seeder ("no
-// addresses") fetched the artifact from the source itself. Every
-// registeredAddrsEvery each daemon gives its peerstore the registered
-// addresses of every host, valid for registeredAddrsTTL, so that what the
-// plan state knows libp2p can dial.
-const (
-	registeredAddrsEvery = 10 * time.Second
-	registeredAddrsTTL   = 10 * registeredAddrsEvery
-)
+// members, a host that could not reach the artifact's seeder ("no
+// addresses") fetched the artifact from the source itself, and daemons whose
+// gossip failed at startup stayed connected to their bootstrap daemon alone.
+// Every registeredAddrsEvery each daemon tells its swarm of every registered
+// host, so that what the plan state knows libp2p can dial and the keeper
+// keeps connected.
+const registeredAddrsEvery = 10 * time.Second
 
 // registeredAddrs lists the registered addresses of every host of s but
 // self. An address that does not parse, or names another peer, is left out.
@@ -54,10 +52,10 @@ func hostAddrInfo(id peer.ID, h *plan.Host) peer.AddrInfo {
 	return ai
 }
 
-// keepRegisteredAddrs adds, at once and then every `every` until ctx ends,
-// the addresses that list returns to book for ttl. It logs the hosts of
-// which book held no address at all: those libp2p could not have dialled.
-func keepRegisteredAddrs(ctx context.Context, list func() []peer.AddrInfo, book peerstore.AddrBook, every, ttl time.Duration, log *zap.Logger) {
+// keepRegisteredAddrs hands know, at once and then every `every` until ctx
+// ends, the addresses that list returns. It logs the hosts of which book
+// held no address at all: those libp2p could not have dialled.
+func keepRegisteredAddrs(ctx context.Context, list func() []peer.AddrInfo, book peerstore.AddrBook, know func(peer.AddrInfo), every time.Duration, log *zap.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -66,7 +64,7 @@ func keepRegisteredAddrs(ctx context.Context, list func() []peer.AddrInfo, book 
 			if len(book.Addrs(ai.ID)) == 0 {
 				missing++
 			}
-			book.AddAddrs(ai.ID, ai.Addrs, ttl)
+			know(ai)
 		}
 		if missing > 0 {
 			log.Debug("gave libp2p the registered addresses of hosts it had none for", zap.Int("hosts", missing))

@@ -269,7 +269,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.fsm.View(func(s *plan.State) { out = registeredAddrs(s, d.node.ID()) })
 			return out
 		}
-		keepRegisteredAddrs(ctx, list, d.node.Host.Peerstore(), registeredAddrsEvery, registeredAddrsTTL, d.log)
+		keepRegisteredAddrs(ctx, list, d.node.Host.Peerstore(), d.node.KnowDaemon, registeredAddrsEvery, d.log)
 	}()
 	errs := make(chan error, 3)
 	for _, run := range []func(context.Context) error{d.coord.Run, d.agent.Run, d.runBackups} {
