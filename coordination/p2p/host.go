@@ -3,6 +3,7 @@ package p2p
 import (
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -20,6 +21,7 @@ import (
 	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // Connection manager watermarks: go-libp2p's defaults. The keeper protects
@@ -129,9 +131,37 @@ func newHost(cfg Config, iso *isolation) (h host.Host, err error) {
 		return nil, fmt.Errorf("making the libp2p host: %w", err)
 	}
 	closers = []func() error{bh.Close} // closes the swarm, managers and peerstore
+	if err := portsFree(listen); err != nil {
+		return nil, err
+	}
 	if err := sw.Listen(listen...); err != nil {
 		return nil, fmt.Errorf("starting libp2p host on %v: %w", cfg.ListenAddrs, err)
 	}
 	bh.Start()
 	return bh, nil
+}
+
+// portsFree fails when another process listens on a TCP port of addrs.
+// libp2p listens with SO_REUSEPORT (it dials from its listen port), which
+// lets a second daemon configured with the same port listen beside the
+// first without an error: connections then reach either at random, and
+// each takes the other's address for its own. A plain listen, without
+// SO_REUSEPORT, is refused while any other socket listens there.
+func portsFree(addrs []multiaddr.Multiaddr) error {
+	for _, a := range addrs {
+		na, err := manet.ToNetAddr(a)
+		if err != nil {
+			continue // not a TCP address: the swarm says what is wrong with it
+		}
+		tcp, ok := na.(*net.TCPAddr)
+		if !ok || tcp.Port == 0 {
+			continue
+		}
+		l, err := net.Listen("tcp", tcp.String())
+		if err != nil {
+			return fmt.Errorf("listen address %s: its port is taken, by another daemon or program (two daemons with the same listen_multiaddress?): %w", a, err)
+		}
+		_ = l.Close()
+	}
+	return nil
 }

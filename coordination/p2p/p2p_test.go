@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -286,5 +287,29 @@ func TestConnectReportsFailures(t *testing.T) {
 	dead := fmt.Sprintf("/ip4/127.0.0.1/tcp/1/p2p/%s", b.ID())
 	if err := a.Connect(ctx, []string{dead}); err == nil {
 		t.Fatal("dialing a closed port succeeded")
+	}
+}
+
+// A second daemon configured with a port another daemon listens on refuses
+// to start, rather than listening beside it through SO_REUSEPORT.
+func TestListenPortTakenIsRefused(t *testing.T) {
+	a := startNode(t, nodeOpts{})
+	taken := a.Host.Addrs()[0].String()
+	n, err := New(context.Background(), Config{IdentityFile: filepath.Join(t.TempDir(), "identity.key"),
+		ListenAddrs: []string{taken}, Secret: secret(1), Logger: zaptest.NewLogger(t)})
+	if err == nil {
+		n.Close()
+		t.Fatalf("a second node started on %s, where another listens", taken)
+	}
+	if !strings.Contains(err.Error(), "port is taken") {
+		t.Fatalf("starting on a taken port: %v, want it to say the port is taken", err)
+	}
+	// The first is untouched, and the port is free again once it stops.
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := startNode(t, nodeOpts{listen: taken})
+	if got := b.Host.Addrs()[0].String(); got != taken {
+		t.Fatalf("restarted on %s, want %s", got, taken)
 	}
 }
