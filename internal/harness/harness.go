@@ -178,13 +178,33 @@ func parallel(n, workers int, fn func(i int) error) error {
 	return errors.Join(errs...)
 }
 
+// Ports handed out by freePort in this process. The kernel may give a port
+// that was free a moment ago to the next bind(0) again, and hosts are set
+// up in parallel: two daemons of one N=50 benchmark were once given the
+// same port, both listened on it (libp2p sets SO_REUSEPORT), and each took
+// the other's address for its own ("dial to self attempted").
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// freePort returns a port free now and never returned before in this process.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("finding a free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !portsGiven[port] {
+			portsGiven[port] = true
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("finding a free port: the kernel kept offering ports already given out")
 }
 
 // cli runs the upgraded CLI and returns its standard output.
