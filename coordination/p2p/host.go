@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -157,11 +158,15 @@ func portsFree(addrs []multiaddr.Multiaddr) error {
 		if !ok || tcp.Port == 0 {
 			continue
 		}
+		// Any error but the port in use (an address not of this host, say)
+		// is the swarm's to report.
 		l, err := net.Listen("tcp", tcp.String())
-		if err != nil {
+		switch {
+		case err == nil:
+			_ = l.Close()
+		case errors.Is(err, syscall.EADDRINUSE):
 			return fmt.Errorf("listen address %s: its port is taken, by another daemon or program (two daemons with the same listen_multiaddress?): %w", a, err)
 		}
-		_ = l.Close()
 	}
 	return nil
 }

@@ -304,6 +304,16 @@ func TestListenPortTakenIsRefused(t *testing.T) {
 	if !strings.Contains(err.Error(), "port is taken") {
 		t.Fatalf("starting on a taken port: %v, want it to say the port is taken", err)
 	}
+	// An address of no interface here is the swarm's error, not a taken port.
+	n, err = New(context.Background(), Config{IdentityFile: filepath.Join(t.TempDir(), "identity.key"),
+		ListenAddrs: []string{"/ip4/192.0.2.1/tcp/4001"}, Secret: secret(1), Logger: zaptest.NewLogger(t)})
+	if err == nil {
+		n.Close()
+		t.Fatal("a node started on an address of no interface of this host")
+	}
+	if strings.Contains(err.Error(), "port is taken") {
+		t.Fatalf("an address of no interface reported as a taken port: %v", err)
+	}
 	// The first is untouched, and the port is free again once it stops.
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
