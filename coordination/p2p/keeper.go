@@ -81,8 +81,17 @@ func rendezvousScore(self, other peer.ID) [32]byte {
 
 // add records ai's addresses and considers the peer for keeping from now on.
 // permanent addresses (configured by the operator) never expire and are
-// always kept.
-func (k *keeper) add(ai peer.AddrInfo, permanent bool) {
+// always kept. An advertisement says the daemon is there now: a known
+// daemon is tried again at once.
+func (k *keeper) add(ai peer.AddrInfo, permanent bool) { k.record(ai, permanent, true) }
+
+// know records a daemon learnt from elsewhere than its advertisements (the
+// plan state's registered hosts) and considers it for keeping from now on.
+// It does not cut short the backoff of a daemon already known: it is
+// repeated for every host every few seconds, reachable or not.
+func (k *keeper) know(ai peer.AddrInfo) { k.record(ai, false, false) }
+
+func (k *keeper) record(ai peer.AddrInfo, permanent, retryNow bool) {
 	if ai.ID == k.h.ID() {
 		return
 	}
@@ -98,27 +107,12 @@ func (k *keeper) add(ai peer.AddrInfo, permanent bool) {
 	defer k.mu.Unlock()
 	if p, ok := k.peers[ai.ID]; ok {
 		p.permanent = p.permanent || permanent
-		p.next, p.backoff = time.Time{}, 0 // new addresses: try again now
+		if retryNow {
+			p.next, p.backoff = time.Time{}, 0
+		}
 		return
 	}
 	k.peers[ai.ID] = &known{permanent: permanent, score: rendezvousScore(k.h.ID(), ai.ID)}
-}
-
-// know records a daemon learnt from elsewhere than its advertisements (the
-// plan state's registered hosts) and considers it for keeping from now on.
-// Unlike an advertisement, which says the daemon is there now, it does not
-// cut short the backoff of a daemon already known: it is repeated for every
-// host every few seconds, reachable or not.
-func (k *keeper) know(ai peer.AddrInfo) {
-	if ai.ID == k.h.ID() {
-		return
-	}
-	k.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, exchangedAddrTTL)
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if _, ok := k.peers[ai.ID]; !ok {
-		k.peers[ai.ID] = &known{score: rendezvousScore(k.h.ID(), ai.ID)}
-	}
 }
 
 // run reconnects kept peers until ctx ends.
