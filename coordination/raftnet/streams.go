@@ -25,7 +25,7 @@ import (
 // 256 KiB send buffer, and a leader keeps two or three per member. Idle, the
 // leader of 50 daemons held 19 MB in those buffers (52 MB resident against
 // 33 MB for the others) and the leader of 100 daemons 92 MB. Buffers here
-// are 1 KiB (bufio writes larger messages straight through), and a stream
+// are 4 KiB (bufio writes larger messages straight through), and a stream
 // has them only while it carries a request: they are borrowed from a pool
 // for each request and its answer, so the two idle streams a leader keeps
 // to each member hold none.
@@ -53,12 +53,8 @@ const (
 	// maxIdle is how many idle streams to one member are kept: raft's
 	// heartbeat and its replication each use one at the same time.
 	maxIdle = 2
-	// streamBuffer is the read and write buffer of a request. A leader's
-	// heartbeats to every member are in flight together, and the pool keeps
-	// that many codecs: at 4 KiB, 0.8 MB of the leader of 100 daemons'
-	// live heap (a median daemon's is 5.9 MB). Heartbeats and their answers
-	// are a few hundred bytes; a larger request takes more writes.
-	streamBuffer = 1 << 10
+	// streamBuffer is the read and write buffer of a stream.
+	streamBuffer = 4 << 10
 	// snapshotChunk is the amount of snapshot an InstallSnapshot gets one
 	// more timeout for.
 	snapshotChunk = 256 << 10
