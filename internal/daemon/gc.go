@@ -20,12 +20,12 @@ import (
 //
 // At N=100 (every daemon connected to the 99 others) 50 left the raft leader
 // at 43.3-43.4 MB resident: its live heap is 8-10 MB, with two goroutines
-// and two streams per member. At 10 the leader was 40.3 MB and the median
-// daemon 36.1 MB (37.6-37.7 at 50), for more collections: the 100 idle
-// daemons took 1.16 of the machine's 2 cores against 0.82-0.87 (over 5 s,
-// one run against three), ~3 ms of CPU a second more per daemon.
+// and two streams per member. At 10 the leader was 39.9-40.3 MB and the
+// median daemon 35.9-36.1 MB (37.6-37.7 at 50), but the idle daemons took
+// 1.16-1.21 of the machine's 2 cores against 0.82-0.87 at 50. At 25: leader
+// 41.4 MB, median 35.7-35.8 MB, idle daemons 0.83-0.86 of 2 cores (two runs).
 const (
-	IdleGOGC = 10
+	IdleGOGC = 25
 	BusyGOGC = 100
 )
 
