@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	"go.uber.org/zap"
@@ -26,11 +27,16 @@ func (r *Raft) Join(ctx context.Context, addrs []string) error {
 	if err != nil {
 		return fmt.Errorf("joining raft cluster: %w", err)
 	}
+	// Only a member already (restarted from its Dir) skips the request. Once
+	// asked, only the leader's answer counts: a newcomer sees itself in its
+	// configuration as soon as the leader appends the change, before it is
+	// committed, and a change the leader loses with its leadership is gone.
+	// At N=100 a daemon that stopped asking then heard from no leader again.
+	if r.isMember() {
+		return nil
+	}
 	var wait time.Duration
 	for {
-		if r.isMember() {
-			return nil
-		}
 		err := r.tryJoin(ctx, targets)
 		if err == nil {
 			r.log.Info("joined the raft cluster")
@@ -146,7 +152,16 @@ func (r *Raft) addMember(ctx context.Context, from, id peer.ID, addrs []string) 
 	voters, healthy, spare := 0, 1, 0 // 1: the newcomer, which just reached us
 	for _, s := range servers {
 		if s.id == sid {
-			return response{} // already a member: keep its suffrage
+			// Already in the configuration, keeping its suffrage; but the
+			// change may be one still uncommitted (an earlier request that
+			// timed out): answer once everything before is committed.
+			if err := r.R.Barrier(r.cfg.RequestTimeout).Error(); err != nil {
+				if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+					return response{Code: codeNotLeader, Error: err.Error()}
+				}
+				return response{Code: codeRaft, Error: fmt.Sprintf("committing the membership of %s: %v", id, err)}
+			}
+			return response{}
 		}
 		if s.voter {
 			voters++
@@ -176,4 +191,65 @@ func (r *Raft) addMember(ctx context.Context, from, id peer.ID, addrs []string) 
 		zap.Int("voters_before", voters), zap.Int("voters_wanted", target))
 	r.kick()
 	return response{}
+}
+
+// rejoinGap is the least time between two of RejoinSoon's requests.
+const rejoinGap = 15 * time.Second
+
+// RejoinSoon asks the group to add this node again, in the background,
+// unless a request is under way or one was made less than rejoinGap ago. A
+// daemon that hears from no leader calls it: the group may have forgotten it
+// (its addition was lost with a leader before it was committed), and it
+// cannot tell that apart from an election. For a member the leader answers
+// at once; a forgotten one is added again. The request goes through at most
+// three connected daemons, the voters this node knows of first: any member
+// forwards it to the leader.
+func (r *Raft) RejoinSoon() {
+	r.rejoinMu.Lock()
+	defer r.rejoinMu.Unlock()
+	if r.rejoining || (!r.rejoined.IsZero() && time.Since(r.rejoined) < rejoinGap) || r.ctx.Err() != nil {
+		return
+	}
+	r.rejoining = true
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		err := r.tryJoin(r.ctx, r.rejoinTargets(3))
+		r.rejoinMu.Lock()
+		r.rejoining, r.rejoined = false, time.Now()
+		r.rejoinMu.Unlock()
+		if err != nil {
+			r.log.Debug("asking the group to add this daemon again", zap.Error(err))
+			return
+		}
+		r.log.Info("asked the group to add this daemon again, as no leader is heard from; the leader holds it as a member")
+	}()
+}
+
+// rejoinTargets returns up to n connected daemons with an address each: the
+// voters of this node's configuration first.
+func (r *Raft) rejoinTargets(n int) map[peer.ID]string {
+	h := r.node.Host
+	var order []peer.ID
+	if servers, _, err := r.servers(); err == nil {
+		for _, s := range servers {
+			if id, err := peer.Decode(string(s.id)); err == nil && s.voter && !s.self {
+				order = append(order, id)
+			}
+		}
+	}
+	order = append(order, h.Network().Peers()...)
+	targets := map[peer.ID]string{}
+	for _, id := range order {
+		if len(targets) == n {
+			break
+		}
+		if _, ok := targets[id]; ok || id == r.self || h.Network().Connectedness(id) != network.Connected {
+			continue
+		}
+		if addrs := h.Peerstore().Addrs(id); len(addrs) > 0 {
+			targets[id] = addrs[0].String() + "/p2p/" + id.String()
+		}
+	}
+	return targets
 }

@@ -129,6 +129,11 @@ type Raft struct {
 	once    sync.Once
 	stopErr error
 
+	// rejoinMu guards RejoinSoon's state: a request under way, the last one.
+	rejoinMu  sync.Mutex
+	rejoining bool
+	rejoined  time.Time
+
 	// forwardCheck, when set, is asked about every command another daemon
 	// forwards to this node as leader (see CheckForwarded).
 	forwardCheck atomic.Pointer[func(from peer.ID, cmd []byte) error]
@@ -386,7 +391,9 @@ func (r *Raft) Shutdown() error {
 		h := r.node.Host
 		h.RemoveStreamHandler(joinProtocol)
 		h.RemoveStreamHandler(applyProtocol)
+		r.rejoinMu.Lock() // RejoinSoon adds to r.wg only before this
 		r.cancel()
+		r.rejoinMu.Unlock()
 		err := r.R.Shutdown().Error()
 		r.R.DeregisterObserver(r.observer)
 		close(r.watchDone)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -290,4 +291,48 @@ func TestNoReplacementWithoutHealthyNonvoter(t *testing.T) {
 	for _, m := range rest {
 		eventually(t, 15*time.Second, "command with two of three voters on both", func() bool { return m.fsm.has("with two of three voters") })
 	}
+}
+
+// A member the group forgot hears from no leader again; RejoinSoon has it
+// added back, after which it applies commands again. (The group forgets a
+// newcomer when its addition, appended and already seen by the newcomer,
+// is lost with the leader before it was committed; removing the member is
+// the same state, made on purpose.)
+func TestForgottenMemberRejoins(t *testing.T) {
+	ms := group(t, 4, testLogger(t), nil)
+	l := currentLeader(ms)
+	var f *member
+	for _, m := range ms {
+		if m != l {
+			f = m
+			break
+		}
+	}
+	fid := raft.ServerID(f.node.ID().String())
+	if err := l.raft.R.RemoveServer(fid, 0, 10*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the forgotten member hears from no leader", func() bool {
+		_, ok := f.raft.Leader()
+		return !ok
+	})
+	applyVia(t, l, "while forgotten")
+	time.Sleep(2 * time.Second)
+	if f.fsm.has("while forgotten") {
+		t.Fatal("a member the group forgot applied a command: the test proves nothing")
+	}
+
+	f.raft.RejoinSoon()
+	f.raft.RejoinSoon() // one request at a time: a no-op
+	eventually(t, 20*time.Second, "the forgotten member is a member again", func() bool {
+		servers, _, err := currentLeader(ms).raft.servers()
+		if err != nil {
+			return false
+		}
+		return slices.ContainsFunc(servers, func(s serverView) bool { return s.id == fid })
+	})
+	applyVia(t, currentLeader(ms), "after rejoining")
+	eventually(t, 20*time.Second, "the member applies commands again", func() bool {
+		return f.fsm.has("after rejoining")
+	})
 }

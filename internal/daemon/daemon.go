@@ -260,7 +260,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		hasLeader := func() bool { _, ok := d.raft.Leader(); return ok }
-		advertiseWhileLeaderless(ctx, hasLeader, d.node.AdvertiseSoon, leaderlessAdvertAfter, time.Second, d.log)
+		// Unheard, the daemon also asks to be added again, in case the group
+		// forgot it (see raftnet.RejoinSoon).
+		unheard := func() { d.node.AdvertiseSoon(); d.raft.RejoinSoon() }
+		advertiseWhileLeaderless(ctx, hasLeader, unheard, leaderlessAdvertAfter, time.Second, d.log)
 	}()
 	wg.Add(1)
 	go func() {

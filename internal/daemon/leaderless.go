@@ -16,7 +16,8 @@ import (
 // their progress reports failed ("no raft leader") and the plan ran out of
 // time with every peer verified. A member that has heard from no leader
 // for leaderlessAdvertAfter advertises again (rate-limited by the node), so
-// that a leader without its address learns it.
+// that a leader without its address learns it, and asks to be added to the
+// group again, in case the group forgot it.
 const leaderlessAdvertAfter = 5 * time.Second
 
 // advertiseWhileLeaderless calls advertise every after for as long as
@@ -46,7 +47,7 @@ func advertiseWhileLeaderless(ctx context.Context, hasLeader func() bool, advert
 			if since.Equal(missed) {
 				lvl = zap.InfoLevel
 			}
-			log.Log(lvl, "no raft leader heard from for a while: advertising this daemon's addresses again, in case the leader lacks them",
+			log.Log(lvl, "no raft leader heard from for a while: advertising this daemon's addresses again and asking to be a member again, in case the leader lacks them or forgot it",
 				zap.Duration("for", now.Sub(missed).Round(time.Second)))
 			advertise()
 			since = now
