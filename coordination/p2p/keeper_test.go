@@ -3,14 +3,18 @@ package p2p
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	msmux "github.com/multiformats/go-multistream"
 )
 
 func TestChooseKeepsBestReachable(t *testing.T) {
@@ -312,4 +316,93 @@ func TestKnownDaemonIsKeptWithoutAdvertisements(t *testing.T) {
 	if after.Before(next) {
 		t.Fatalf("telling of a known daemon again moved its next attempt from %v to %v", next, after)
 	}
+}
+
+// duplicated starts two nodes that dial each other at the same moment, again
+// with new nodes until that left them two connections, and returns them
+// ordered lower peer ID first. (New nodes each time: nodes that met know
+// each other's address, and their keepers redial at once.)
+func duplicated(t *testing.T, o nodeOpts) (lo, hi *Node) {
+	t.Helper()
+	for range 30 {
+		a, b := startNode(t, o), startNode(t, o)
+		lo, hi = a, b
+		if b.ID() < a.ID() {
+			lo, hi = b, a
+		}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, p := range [][2]*Node{{a, b}, {b, a}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				<-start
+				_ = p[0].Host.Connect(ctx, peer.AddrInfo{ID: p[1].ID(), Addrs: p[1].Host.Addrs()})
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if len(lo.Host.Network().ConnsToPeer(hi.ID())) == 2 {
+			eventually(t, 5*time.Second, "both sides see both connections", func() bool {
+				return len(hi.Host.Network().ConnsToPeer(lo.ID())) == 2
+			})
+			return lo, hi
+		}
+		a.Close()
+		b.Close()
+	}
+	t.Fatal("30 pairs of simultaneous dials never left two connections: the test cannot begin")
+	return nil, nil
+}
+
+// Two daemons that dial each other at once keep one connection of the two,
+// and still hear each other over gossipsub; a connection carrying a stream
+// that is not swarm housekeeping (raft, a download) is not closed until that
+// stream ends.
+func TestDuplicateConnectionIsClosed(t *testing.T) {
+	var hold atomic.Bool
+	hold.Store(true)
+	lo, hi := duplicated(t, nodeOpts{quiet: hold.Load})
+	const busy = "/upgraded/test-busy/1.0.0"
+	hi.Host.SetStreamHandler(busy, func(s network.Stream) { _, _ = io.Copy(io.Discard, s); s.Close() })
+
+	// Both connections carry a busy stream: neither is closed.
+	var streams []network.Stream
+	for _, c := range lo.Host.Network().ConnsToPeer(hi.ID()) {
+		s, err := c.NewStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := msmux.SelectProtoOrFail(protocol.ID(busy), s); err != nil {
+			t.Fatal(err)
+		}
+		s.SetProtocol(busy)
+		streams = append(streams, s)
+	}
+	hold.Store(false)
+	time.Sleep(500 * time.Millisecond) // 10 keeper rounds
+	if n := len(lo.Host.Network().ConnsToPeer(hi.ID())); n != 2 {
+		t.Fatalf("%d connections left while both carried a stream, want 2", n)
+	}
+
+	// Once one of them carries housekeeping alone, it is closed and the
+	// other stays.
+	keep := streams[0].Conn()
+	streams[1].Reset()
+	eventually(t, 5*time.Second, "the quiet duplicate is closed", func() bool {
+		return len(lo.Host.Network().ConnsToPeer(hi.ID())) == 1 && len(hi.Host.Network().ConnsToPeer(lo.ID())) == 1
+	})
+	if got := lo.Host.Network().ConnsToPeer(hi.ID())[0]; got != keep {
+		t.Fatal("the connection carrying a stream was closed, the quiet one kept")
+	}
+	if keep.IsClosed() {
+		t.Fatal("the busy connection was closed")
+	}
+
+	// Gossipsub moved to the connection that stayed: both still hear each other.
+	r, topics := listen(t, []*Node{lo, hi}, "dedupe")
+	reachesAll(t, r, topics[0], []*Node{lo, hi}, "from the lower ID after the duplicate closed")
+	reachesAll(t, r, topics[1], []*Node{lo, hi}, "from the higher ID after the duplicate closed")
 }

@@ -137,7 +137,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{Host: h, PubSub: ps, cfg: cfg, stopLoops: stopLoops, stopPubSub: stopPubSub,
 		topics: map[*Topic]struct{}{}, log: cfg.Logger.Named("p2p").With(zap.Stringer("self", h.ID())),
 		advertSoon: make(chan struct{}, 1)}
-	n.keep = newKeeper(h, n.log, cfg.ReconnectMin, cfg.ReconnectMax, cfg.Keep)
+	n.keep = newKeeper(h, n.log, cfg.ReconnectMin, cfg.ReconnectMax, cfg.Keep, cfg.Quiet)
 	for _, ai := range bootstrap {
 		n.keep.add(ai, true)
 	}

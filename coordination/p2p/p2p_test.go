@@ -37,6 +37,7 @@ type nodeOpts struct {
 	secret    []byte
 	bootstrap []string
 	keep      int
+	quiet     func() bool
 }
 
 func startNode(t *testing.T, o nodeOpts) *Node {
@@ -54,7 +55,7 @@ func startNode(t *testing.T, o nodeOpts) *Node {
 		IdentityFile: filepath.Join(o.dir, "identity.key"), ListenAddrs: []string{o.listen},
 		Secret: o.secret, Bootstrap: o.bootstrap, Logger: zaptest.NewLogger(t),
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
-		AdvertiseInterval: 200 * time.Millisecond, Keep: o.keep,
+		AdvertiseInterval: 200 * time.Millisecond, Keep: o.keep, Quiet: o.quiet,
 	})
 	if err != nil {
 		t.Fatal(err)
