@@ -26,9 +26,10 @@ import (
 // leader of 50 daemons held 19 MB in those buffers (52 MB resident against
 // 33 MB for the others) and the leader of 100 daemons 92 MB. Buffers here
 // are 4 KiB (bufio writes larger messages straight through), and a stream
-// has them only while it carries a request: they are borrowed from a pool
-// for each request and its answer, so the two idle streams a leader keeps
-// to each member hold none.
+// has them only while it writes a request or reads an answer: they are
+// borrowed from a pool for each, the answer's once its first byte is in, so
+// neither the two idle streams a leader keeps to each member nor a request
+// waiting for its answer hold any.
 //
 // Wire format, per request: one byte naming the RPC, the msgpack request,
 // and for InstallSnapshot the snapshot's Size bytes. Per answer: a msgpack
@@ -82,6 +83,26 @@ type rpcCodec struct {
 	w   *bufio.Writer
 	dec *codec.Decoder
 	enc *codec.Encoder
+	pre prefixed // r's source when the first byte was read without it
+}
+
+// prefixed reads one byte already taken from r, then r.
+type prefixed struct {
+	first byte
+	taken bool
+	r     io.Reader
+}
+
+func (p *prefixed) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	if !p.taken {
+		p.taken = true
+		b[0] = p.first
+		return 1, nil
+	}
+	return p.r.Read(b)
 }
 
 var codecs = sync.Pool{New: func() any {
@@ -101,6 +122,18 @@ func borrowCodec(s io.ReadWriter) *rpcCodec {
 	return c
 }
 
+// borrowCodecAfter returns a codec on s whose first byte, first, was read
+// from s already.
+func borrowCodecAfter(s io.ReadWriter, first byte) *rpcCodec {
+	c := codecs.Get().(*rpcCodec)
+	c.pre = prefixed{first: first, r: s}
+	c.r.Reset(&c.pre)
+	c.w.Reset(s)
+	c.dec.Reset(c.r)
+	c.enc.Reset(c.w)
+	return c
+}
+
 // done gives c back for another stream. Nothing may follow an answer (nor a
 // request, whose sender waits for the answer) before the next request, so
 // buffered bytes mean the other side broke the protocol: they would be lost
@@ -109,6 +142,7 @@ func (c *rpcCodec) done() error {
 	extra := c.r.Buffered()
 	c.r.Reset(nil)
 	c.w.Reset(nil)
+	c.pre = prefixed{}
 	codecs.Put(c)
 	if extra > 0 {
 		return fmt.Errorf("%d unexpected bytes after a raft message", extra)
@@ -242,19 +276,33 @@ func (t *streamTransport) roundTrip(s network.Stream, timeout time.Duration, kin
 		}
 	}
 	c := borrowCodec(s)
-	if err := c.exchange(kind, args, data, size, resp); err != nil {
-		// The stream is reset: what c holds of it is of no use to anyone.
-		_ = c.done()
-		return err
+	err := c.send(kind, args, data, size)
+	if doneErr := c.done(); err == nil {
+		err = doneErr
 	}
-	if err := c.done(); err != nil {
+	if err != nil {
+		return err // the stream is reset: nothing c held of it is lost
+	}
+	// Waiting for the answer takes no buffer: the codec is borrowed again
+	// once its first byte is in. A leader's heartbeats to every member are
+	// in flight together, and on a loaded machine an answer takes a while.
+	var first [1]byte
+	if _, err := io.ReadFull(s, first[:]); err != nil {
+		return fmt.Errorf("reading the answer: %w", err)
+	}
+	c = borrowCodecAfter(s, first[0])
+	err = c.receive(resp)
+	if doneErr := c.done(); err == nil {
+		err = doneErr
+	}
+	if err != nil {
 		return err
 	}
 	return s.SetDeadline(time.Time{})
 }
 
-// exchange sends one request and reads its answer into resp.
-func (c *rpcCodec) exchange(kind byte, args any, data io.Reader, size int64, resp any) error {
+// send writes one request.
+func (c *rpcCodec) send(kind byte, args any, data io.Reader, size int64) error {
 	if err := c.w.WriteByte(kind); err != nil {
 		return err
 	}
@@ -269,6 +317,11 @@ func (c *rpcCodec) exchange(kind byte, args any, data io.Reader, size int64, res
 	if err := c.w.Flush(); err != nil {
 		return fmt.Errorf("sending: %w", err)
 	}
+	return nil
+}
+
+// receive reads the answer to a request into resp.
+func (c *rpcCodec) receive(resp any) error {
 	var remote string
 	if err := c.dec.Decode(&remote); err != nil {
 		return fmt.Errorf("reading the answer: %w", err)
