@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -411,6 +412,26 @@ func (r *Raft) Shutdown() error {
 		r.log.Info("raft stopped")
 	})
 	return r.stopErr
+}
+
+// Compact snapshots the state and drops the log behind it (keeping
+// TrailingLogs entries) when at least min entries were added since the last
+// snapshot. It reports whether it took one.
+func (r *Raft) Compact(min uint64) (bool, error) {
+	last, err := strconv.ParseUint(r.R.Stats()["last_snapshot_index"], 10, 64)
+	if err != nil {
+		return false, fmt.Errorf("reading the last snapshot's index: %w", err)
+	}
+	if r.R.LastIndex() < last+min {
+		return false, nil
+	}
+	if err := r.R.Snapshot().Error(); err != nil {
+		if errors.Is(err, raft.ErrNothingNewToSnapshot) {
+			return false, nil
+		}
+		return false, fmt.Errorf("compacting the raft log: %w", err)
+	}
+	return true, nil
 }
 
 // backoff returns the next wait of an exponential backoff.

@@ -141,3 +141,43 @@ func TestSnapshotsOnTheConfiguredSchedule(t *testing.T) {
 		t.Fatalf("the log still starts at %d after a snapshot: not compacted", first)
 	}
 }
+
+// Compact snapshots once enough entries were added since the last snapshot,
+// and drops the log behind it but TrailingLogs entries. (Each command is
+// followed by a barrier entry of flushCommits: counts are of entries.)
+func TestCompactAfterEnoughEntries(t *testing.T) {
+	tune := func(c *Config) {
+		steady(c)
+		c.TrailingLogs = 2
+	}
+	m := group(t, 1, testLogger(t), tune)[0]
+	for i := range 5 {
+		applyVia(t, m, fmt.Sprintf("cmd-%d", i))
+	}
+	if took, err := m.raft.Compact(1000); err != nil || took {
+		t.Fatalf("Compact(1000) after 5 commands: took %v, %v; want no snapshot", took, err)
+	}
+	if took, err := m.raft.Compact(5); err != nil || !took {
+		t.Fatalf("Compact(5) after 5 commands: took %v, %v; want a snapshot", took, err)
+	}
+	snapped := m.raft.R.LastIndex()
+	for i := range 10 {
+		applyVia(t, m, fmt.Sprintf("more-%d", i))
+	}
+	if took, err := m.raft.Compact(1000); err != nil || took {
+		t.Fatalf("Compact(1000) 10 commands after a snapshot: took %v, %v; want none", took, err)
+	}
+	if took, err := m.raft.Compact(10); err != nil || !took {
+		t.Fatalf("Compact(10) 10 commands after a snapshot: took %v, %v; want a snapshot", took, err)
+	}
+	first, err := m.raft.store.FirstIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first <= snapped {
+		t.Fatalf("the log still starts at %d, before the first snapshot's %d: not compacted", first, snapped)
+	}
+	if !m.fsm.has("cmd-0", "more-9") {
+		t.Fatal("the state lost commands in the compaction")
+	}
+}

@@ -100,21 +100,6 @@ func New(ctx context.Context, cfg *config.Config, bootstrap []string, log *zap.L
 	return d, nil
 }
 
-// Raft log compaction of the daemons' group. When 100 daemons start at
-// once, each of the 99 joins is a configuration entry listing every member
-// so far, and with raft's defaults (a snapshot after 8192 entries) the
-// leader sent every newcomer the whole log from its first entry, up to 64
-// entries a request: in one N=100 run the leader's heap grew to ~39 MB
-// during the joins and it idled at 45 MB resident afterwards (the median
-// daemon 36), 3 MB of it raft.db's pages, mapped by bolt and read for every
-// newcomer. Compacted, a newcomer is sent a snapshot and the entries after
-// it; the leader's raft.db pages were 0.5 MB (1.5-3.0 MB in four runs
-// before).
-const (
-	snapshotThreshold = 64
-	snapshotInterval  = 5 * time.Second
-)
-
 func (d *Daemon) buildNetwork(ctx context.Context) error {
 	var err error
 	d.fsm = plan.NewFSM(d.log)
@@ -143,10 +128,9 @@ func (d *Daemon) buildNetwork(ctx context.Context) error {
 		// merely slow to answer (N=50 benchmark), and the election cost more
 		// than the lease saves.
 		LeaderLeaseTimeout: d.cfg.Raft.HeartbeatTimeout,
-		// Compact the log often: a newcomer is sent the state (a snapshot)
-		// and the few entries after it, not every membership change before
-		// it, each holding the whole membership. See snapshotThreshold.
-		SnapshotThreshold: snapshotThreshold, TrailingLogs: snapshotThreshold, SnapshotInterval: snapshotInterval})
+		// The log is compacted while no plan runs (see compactWhileIdle),
+		// keeping this many entries behind each snapshot.
+		TrailingLogs: compactEvery})
 	if err != nil {
 		return fmt.Errorf("starting the raft group of daemons: %w", err)
 	}
@@ -275,6 +259,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.tuneGC(ctx, debug.SetGCPercent)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		busy := func() (b bool) {
+			d.fsm.View(func(s *plan.State) { b = s.CurrentPlan() != nil })
+			return b
+		}
+		compactWhileIdle(ctx, busy, func() (bool, error) { return d.raft.Compact(compactEvery) }, compactCheck, d.log)
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
