@@ -65,12 +65,10 @@ type Config struct {
 	// apply request. Default 10s.
 	RequestTimeout time.Duration
 	// SnapshotThreshold and TrailingLogs are raft's log compaction: a
-	// snapshot after SnapshotThreshold new entries, looked for every
-	// SnapshotInterval (to twice that), keeping TrailingLogs entries behind
-	// it. A member further behind is sent the snapshot. Zero keeps raft's
-	// defaults (8192, 10240 and 120s).
+	// snapshot after SnapshotThreshold new entries, keeping TrailingLogs
+	// entries behind it (also after Compact). A member further behind is
+	// sent the snapshot. Zero keeps raft's defaults (8192 and 10240).
 	SnapshotThreshold, TrailingLogs uint64
-	SnapshotInterval                time.Duration
 
 	// MaxVoters caps how many members vote: an odd number, 5 by default (3
 	// is the other sensible value). The group wants the largest odd number
@@ -206,9 +204,6 @@ func (c *Config) raftConfig(id peer.ID, log *zap.Logger) (*raft.Config, error) {
 	}
 	if c.TrailingLogs > 0 {
 		rc.TrailingLogs = c.TrailingLogs
-	}
-	if c.SnapshotInterval > 0 {
-		rc.SnapshotInterval = c.SnapshotInterval
 	}
 	rc.Logger = newHclog(log)
 	if err := raft.ValidateConfig(rc); err != nil {

@@ -115,10 +115,7 @@ var codecs = sync.Pool{New: func() any {
 // borrowCodec returns a codec on s, to be given back with done.
 func borrowCodec(s io.ReadWriter) *rpcCodec {
 	c := codecs.Get().(*rpcCodec)
-	c.r.Reset(s)
-	c.w.Reset(s)
-	c.dec.Reset(c.r)
-	c.enc.Reset(c.w)
+	c.reset(s, s)
 	return c
 }
 
@@ -127,11 +124,15 @@ func borrowCodec(s io.ReadWriter) *rpcCodec {
 func borrowCodecAfter(s io.ReadWriter, first byte) *rpcCodec {
 	c := codecs.Get().(*rpcCodec)
 	c.pre = prefixed{first: first, r: s}
-	c.r.Reset(&c.pre)
-	c.w.Reset(s)
+	c.reset(&c.pre, s)
+	return c
+}
+
+func (c *rpcCodec) reset(r io.Reader, w io.Writer) {
+	c.r.Reset(r)
+	c.w.Reset(w)
 	c.dec.Reset(c.r)
 	c.enc.Reset(c.w)
-	return c
 }
 
 // done gives c back for another stream. Nothing may follow an answer (nor a

@@ -118,30 +118,6 @@ func TestConfigRejectsBadVoterPolicy(t *testing.T) {
 	}
 }
 
-// Log compaction follows the configuration: with a short SnapshotInterval
-// raft snapshots on its own (its default looks every 2 minutes) and keeps
-// TrailingLogs entries behind the snapshot.
-func TestSnapshotsOnTheConfiguredSchedule(t *testing.T) {
-	tune := func(c *Config) {
-		steady(c)
-		c.SnapshotThreshold, c.TrailingLogs, c.SnapshotInterval = 4, 4, 50*time.Millisecond
-	}
-	m := group(t, 1, testLogger(t), tune)[0]
-	for i := range 12 {
-		applyVia(t, m, fmt.Sprintf("cmd-%d", i))
-	}
-	eventually(t, 10*time.Second, "a snapshot taken without being asked", func() bool {
-		return m.raft.R.Stats()["last_snapshot_index"] != "0"
-	})
-	first, err := m.raft.store.FirstIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if first <= 1 {
-		t.Fatalf("the log still starts at %d after a snapshot: not compacted", first)
-	}
-}
-
 // Compact snapshots once enough entries were added since the last snapshot,
 // and drops the log behind it but TrailingLogs entries. (Each command is
 // followed by a barrier entry of flushCommits: counts are of entries.)
