@@ -262,11 +262,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		busy := func() (b bool) {
-			d.fsm.View(func(s *plan.State) { b = s.CurrentPlan() != nil })
-			return b
-		}
-		compactWhileIdle(ctx, busy, func() (bool, error) { return d.raft.Compact(compactEvery) }, compactCheck, d.log)
+		compactWhileIdle(ctx, d.planRunning, func() (bool, error) { return d.raft.Compact(compactEvery) }, compactCheck, d.log)
 	}()
 	wg.Add(1)
 	go func() {

@@ -34,6 +34,12 @@ const (
 // set it.
 func (d *Daemon) LeanGC() { d.leanGC = true }
 
+// planRunning tells whether the plan state holds a plan that has not ended.
+func (d *Daemon) planRunning() (running bool) {
+	d.fsm.View(func(s *plan.State) { running = s.CurrentPlan() != nil })
+	return running
+}
+
 // tuneGC follows the plan state until ctx ends, setting the GC target.
 func (d *Daemon) tuneGC(ctx context.Context, set func(int) int) {
 	changes, cancel := d.fsm.Subscribe()
@@ -41,11 +47,9 @@ func (d *Daemon) tuneGC(ctx context.Context, set func(int) int) {
 	cur := -1
 	for {
 		want := IdleGOGC
-		d.fsm.View(func(s *plan.State) {
-			if s.CurrentPlan() != nil { // a plan that has not ended
-				want = BusyGOGC
-			}
-		})
+		if d.planRunning() {
+			want = BusyGOGC
+		}
 		if want != cur {
 			set(want)
 			cur = want
