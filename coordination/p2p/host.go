@@ -33,9 +33,18 @@ const (
 )
 
 // newHost assembles the daemon's libp2p host from its parts: TCP, the
-// private-network protector, TLS and Noise (in go-libp2p's default order, so
-// the handshake is the one libp2p.New would make), yamux, go-libp2p's default
+// private-network protector, Noise and TLS, yamux, go-libp2p's default
 // resource limits and connection manager, identify and ping.
+//
+// Noise is offered first, against go-libp2p's default order (TLS, then
+// Noise), because of memory: a TLS connection keeps its largest record's
+// buffer and the parsed certificate of the other side for as long as it
+// lasts, where Noise borrows its buffers for each message. Every daemon keeps
+// a connection to each of the others: at N=100 (one machine, 15 s after the
+// full mesh) Noise first took the median daemon from 35.4 to 33.5 MB
+// resident (Go heap in use 8.3 -> 6.7 MB) and the largest from 40.2 to 37.8.
+// The one who dials picks: a daemon that still offers TLS first gets TLS,
+// and both kinds of daemon keep accepting both.
 //
 // It does not call libp2p.New: that package links every default transport
 // (QUIC, WebTransport, WebRTC, websockets) and the fx container whether or
@@ -116,7 +125,11 @@ func newHost(cfg Config, iso *isolation) (h host.Host, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("making the Noise handshake: %w", err)
 	}
-	up, err := tptu.New([]sec.SecureTransport{tlsSec, noiseSec}, muxers, psk, rm, gater)
+	secure := []sec.SecureTransport{noiseSec, tlsSec}
+	if cfg.tlsFirst {
+		secure = []sec.SecureTransport{tlsSec, noiseSec}
+	}
+	up, err := tptu.New(secure, muxers, psk, rm, gater)
 	if err != nil {
 		return nil, fmt.Errorf("making the connection upgrader: %w", err)
 	}

@@ -49,6 +49,10 @@ type Config struct {
 	// AdvertiseSoon never wait. Called from the advertising loop only.
 	Quiet  func() bool
 	Logger *zap.Logger
+
+	// tlsFirst offers TLS before Noise, as daemons before Noise came first
+	// did: tests use it to stand for such a daemon.
+	tlsFirst bool
 }
 
 func (c *Config) setDefaults() {

@@ -14,6 +14,9 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -38,6 +41,7 @@ type nodeOpts struct {
 	bootstrap []string
 	keep      int
 	quiet     func() bool
+	tlsFirst  bool // an older daemon's order
 }
 
 func startNode(t *testing.T, o nodeOpts) *Node {
@@ -56,6 +60,7 @@ func startNode(t *testing.T, o nodeOpts) *Node {
 		Secret: o.secret, Bootstrap: o.bootstrap, Logger: zaptest.NewLogger(t),
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
 		AdvertiseInterval: 200 * time.Millisecond, Keep: o.keep, Quiet: o.quiet,
+		tlsFirst: o.tlsFirst,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -241,6 +246,46 @@ func TestDifferentSecretCannotConnect(t *testing.T) {
 	}
 	if connected(a, stranger) || connected(stranger, a) {
 		t.Fatal("hosts with different secrets are connected")
+	}
+}
+
+// The dialer's first choice of handshake is taken: daemons secure their
+// connections with Noise, and a daemon that still offers TLS first (as those
+// before Noise came first did) connects to them, either way, over TLS or
+// Noise.
+func TestHandshakeIsTheDialersFirstChoice(t *testing.T) {
+	security := func(from, to *Node) protocol.ID {
+		t.Helper()
+		conns := from.Host.Network().ConnsToPeer(to.ID())
+		if len(conns) == 0 {
+			t.Fatalf("%s has no connection to %s", from.ID(), to.ID())
+		}
+		return conns[0].ConnState().Security
+	}
+	for _, tc := range []struct {
+		name              string
+		dialer, responder bool // tlsFirst
+		want              protocol.ID
+	}{
+		{"daemons", false, false, noise.ID},
+		{"older daemon dials", true, false, tls.ID},
+		{"older daemon is dialed", false, true, noise.ID},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			responder := startNode(t, nodeOpts{tlsFirst: tc.responder})
+			dialer := startNode(t, nodeOpts{tlsFirst: tc.dialer})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := dialer.Connect(ctx, addrStrings(responder)); err != nil {
+				t.Fatal(err)
+			}
+			if got := security(dialer, responder); got != tc.want {
+				t.Errorf("dialer's connection secured with %s, want %s", got, tc.want)
+			}
+			if got := security(responder, dialer); got != tc.want {
+				t.Errorf("responder's connection secured with %s, want %s", got, tc.want)
+			}
+		})
 	}
 }
 
