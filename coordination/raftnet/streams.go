@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,11 +41,12 @@ type streamTransport struct {
 	h       host.Host
 	log     *zap.Logger
 	timeout time.Duration // per request; a snapshot gets one per snapshotChunk
+	serveIdle time.Duration // serveIdleTimeout, but for tests
 	rpcs    chan raft.RPC
 
 	mu        sync.Mutex
 	heartbeat func(raft.RPC)
-	idle      map[peer.ID][]network.Stream // kept for reuse, at most maxIdle each
+	idle      map[peer.ID][]idleStream // kept for reuse, at most maxIdle each, newest last
 	serving   map[network.Stream]struct{}
 	closed    bool
 	done      chan struct{}
@@ -54,6 +56,17 @@ const (
 	// maxIdle is how many idle streams to one member are kept: raft's
 	// heartbeat and its replication each use one at the same time.
 	maxIdle = 2
+	// idleStreamTTL is how long an unused stream is kept. A leader uses its
+	// streams to every member several times a second; once it is no longer
+	// leader nothing does. Kept, they stayed open for good: at N=100 after
+	// the four or five elections of a run, each former leader held two
+	// streams to each of the 99 others, and each daemon one goroutine
+	// serving each of them.
+	idleStreamTTL = 20 * time.Second
+	// serveIdleTimeout is how long a served stream may wait for its next
+	// request: past it the side that keeps it has long forgotten it (see
+	// idleStreamTTL), or is a daemon that keeps its streams for good.
+	serveIdleTimeout = 3 * idleStreamTTL
 	// streamBuffer is the read and write buffer of a stream.
 	streamBuffer = 4 << 10
 	// snapshotChunk is the amount of snapshot an InstallSnapshot gets one
@@ -71,6 +84,12 @@ const (
 )
 
 var errTransportClosed = errors.New("raft transport closed")
+
+// idleStream is a stream kept for reuse and when it was last used.
+type idleStream struct {
+	s    network.Stream
+	used time.Time
+}
 
 // msgpackHandle is every codec's: a handle caches what it learnt of each
 // type it met, and is safe for concurrent use once configured.
@@ -152,10 +171,51 @@ func (c *rpcCodec) done() error {
 }
 
 func newStreamTransport(h host.Host, timeout time.Duration, log *zap.Logger) *streamTransport {
-	t := &streamTransport{h: h, log: log, timeout: timeout, rpcs: make(chan raft.RPC),
-		idle: map[peer.ID][]network.Stream{}, serving: map[network.Stream]struct{}{}, done: make(chan struct{})}
+	t := &streamTransport{h: h, log: log, timeout: timeout, serveIdle: serveIdleTimeout, rpcs: make(chan raft.RPC),
+		idle: map[peer.ID][]idleStream{}, serving: map[network.Stream]struct{}{}, done: make(chan struct{})}
 	h.SetStreamHandler(rpcProtocol, t.serve)
+	go t.expireIdle(idleStreamTTL / 4)
 	return t
+}
+
+// expireIdle closes, every period until the transport closes, the idle
+// streams unused for idleStreamTTL.
+func (t *streamTransport) expireIdle(period time.Duration) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.done:
+			return
+		case now := <-tick.C:
+			for _, s := range t.takeExpired(now.Add(-idleStreamTTL)) {
+				s.Close()
+			}
+		}
+	}
+}
+
+// takeExpired removes from the idle streams those last used before cutoff
+// and returns them.
+func (t *streamTransport) takeExpired(cutoff time.Time) []network.Stream {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var expired []network.Stream
+	for id, ss := range t.idle {
+		// Oldest first: the streams taken for requests are the newest.
+		n := 0
+		for n < len(ss) && ss[n].used.Before(cutoff) {
+			expired = append(expired, ss[n].s)
+			n++
+		}
+		switch {
+		case n == len(ss):
+			delete(t.idle, id)
+		case n > 0:
+			t.idle[id] = slices.Delete(ss, 0, n)
+		}
+	}
+	return expired
 }
 
 // Consumer implements raft.Transport.
@@ -222,12 +282,12 @@ func (t *streamTransport) Close() error {
 	t.closed = true
 	close(t.done)
 	idle, serving := t.idle, t.serving
-	t.idle, t.serving = map[peer.ID][]network.Stream{}, map[network.Stream]struct{}{}
+	t.idle, t.serving = map[peer.ID][]idleStream{}, map[network.Stream]struct{}{}
 	t.mu.Unlock()
 	t.h.RemoveStreamHandler(rpcProtocol)
 	for _, ss := range idle {
 		for _, s := range ss {
-			s.Reset()
+			s.s.Reset()
 		}
 	}
 	for s := range serving {
@@ -344,7 +404,7 @@ func (t *streamTransport) stream(id peer.ID, timeout time.Duration, fresh bool) 
 		return nil, false, errTransportClosed
 	}
 	if ss := t.idle[id]; len(ss) > 0 && !fresh {
-		s := ss[len(ss)-1]
+		s := ss[len(ss)-1].s
 		t.idle[id] = ss[:len(ss)-1]
 		t.mu.Unlock()
 		return s, true, nil
@@ -363,7 +423,7 @@ func (t *streamTransport) stream(id peer.ID, timeout time.Duration, fresh bool) 
 func (t *streamTransport) release(id peer.ID, s network.Stream) {
 	t.mu.Lock()
 	if !t.closed && len(t.idle[id]) < maxIdle {
-		t.idle[id] = append(t.idle[id], s)
+		t.idle[id] = append(t.idle[id], idleStream{s: s, used: time.Now()})
 		t.mu.Unlock()
 		return
 	}
@@ -390,7 +450,16 @@ func (t *streamTransport) serve(s network.Stream) {
 	for {
 		// Waiting for the next request takes no buffer: the codec is
 		// borrowed once its first byte is in.
-		_, err := io.ReadFull(s, kind[:])
+		t.mu.Lock()
+		wait := t.serveIdle
+		t.mu.Unlock()
+		err := s.SetReadDeadline(time.Now().Add(wait))
+		if err == nil {
+			_, err = io.ReadFull(s, kind[:])
+		}
+		if err == nil {
+			err = s.SetReadDeadline(time.Time{}) // a snapshot may take long to read
+		}
 		more := false
 		if err == nil {
 			c := borrowCodec(s)

@@ -285,3 +285,83 @@ func TestStreamTransportRefusesBytesAfterAnAnswer(t *testing.T) {
 		t.Errorf("%d idle streams kept after a protocol error, want none", n)
 	}
 }
+
+// Streams unused for idleStreamTTL are closed, which ends the goroutine
+// serving each on the other side; a stream used since is kept, and the next
+// request opens a new one.
+func TestStreamTransportClosesStreamsLeftIdle(t *testing.T) {
+	a, b := transportPair(t)
+	answer(t, a, func(rpc raft.RPC) {
+		rpc.Respond(&raft.RequestVoteResponse{Term: rpc.Command.(*raft.RequestVoteRequest).Term}, nil)
+	})
+	vote := func() {
+		t.Helper()
+		var resp raft.RequestVoteResponse
+		if err := b.RequestVote("", a.LocalAddr(), &raft.RequestVoteRequest{Term: 7}, &resp); err != nil || resp.Term != 7 {
+			t.Fatalf("vote: %v (term %d)", err, resp.Term)
+		}
+	}
+	serving := func() int {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.serving)
+	}
+	vote()
+	if got := b.takeExpired(time.Now().Add(-time.Minute)); len(got) != 0 {
+		t.Fatalf("%d streams used just now taken as expired", len(got))
+	}
+	if serving() != 1 {
+		t.Fatalf("%d streams served, want the one kept for reuse", serving())
+	}
+	expired := b.takeExpired(time.Now().Add(time.Second))
+	if len(expired) != 1 {
+		t.Fatalf("%d streams expired, want 1", len(expired))
+	}
+	b.mu.Lock()
+	if _, ok := b.idle[a.h.ID()]; ok {
+		t.Error("the member's entry stays with no stream kept")
+	}
+	b.mu.Unlock()
+	for _, s := range expired {
+		s.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for serving() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the other side still serves the closed stream")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	vote()
+}
+
+// A served stream that waits for its next request longer than serveIdle is
+// dropped, and the side that kept it retries on a new stream.
+func TestStreamTransportDropsStreamsTheOtherSideKeepsTooLong(t *testing.T) {
+	a, b := transportPair(t)
+	a.mu.Lock()
+	a.serveIdle = 100 * time.Millisecond
+	a.mu.Unlock()
+	answer(t, a, func(rpc raft.RPC) {
+		rpc.Respond(&raft.RequestVoteResponse{Term: rpc.Command.(*raft.RequestVoteRequest).Term}, nil)
+	})
+	for i := range 2 {
+		var resp raft.RequestVoteResponse
+		if err := b.RequestVote("", a.LocalAddr(), &raft.RequestVoteRequest{Term: 3}, &resp); err != nil {
+			t.Fatalf("vote %d: %v", i, err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			a.mu.Lock()
+			n := len(a.serving)
+			a.mu.Unlock()
+			if n == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a stream idle past serveIdle is still served")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
