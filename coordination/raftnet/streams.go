@@ -38,11 +38,11 @@ import (
 // offered: raft then replicates with one request in flight per member, which
 // its batching of up to MaxAppendEntries entries makes enough for plans.
 type streamTransport struct {
-	h       host.Host
-	log     *zap.Logger
-	timeout time.Duration // per request; a snapshot gets one per snapshotChunk
+	h         host.Host
+	log       *zap.Logger
+	timeout   time.Duration // per request; a snapshot gets one per snapshotChunk
 	serveIdle time.Duration // serveIdleTimeout, but for tests
-	rpcs    chan raft.RPC
+	rpcs      chan raft.RPC
 
 	mu        sync.Mutex
 	heartbeat func(raft.RPC)
