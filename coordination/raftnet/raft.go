@@ -64,11 +64,10 @@ type Config struct {
 	// RequestTimeout bounds how long a leader works on one join or forwarded
 	// apply request. Default 10s.
 	RequestTimeout time.Duration
-	// SnapshotThreshold and TrailingLogs are raft's log compaction: a
-	// snapshot after SnapshotThreshold new entries, keeping TrailingLogs
-	// entries behind it (also after Compact). A member further behind is
-	// sent the snapshot. Zero keeps raft's defaults (8192 and 10240).
-	SnapshotThreshold, TrailingLogs uint64
+	// TrailingLogs is how many entries a snapshot (Compact's, or raft's own
+	// after 8192 new entries) keeps behind it; a member further behind is
+	// sent the snapshot. Zero keeps raft's default (10240).
+	TrailingLogs uint64
 
 	// MaxVoters caps how many members vote: an odd number, 5 by default (3
 	// is the other sensible value). The group wants the largest odd number
@@ -199,9 +198,6 @@ func (c *Config) raftConfig(id peer.ID, log *zap.Logger) (*raft.Config, error) {
 	rc.ElectionTimeout = c.ElectionTimeout
 	rc.LeaderLeaseTimeout = c.LeaderLeaseTimeout
 	rc.CommitTimeout = c.CommitTimeout
-	if c.SnapshotThreshold > 0 {
-		rc.SnapshotThreshold = c.SnapshotThreshold
-	}
 	if c.TrailingLogs > 0 {
 		rc.TrailingLogs = c.TrailingLogs
 	}

@@ -175,7 +175,7 @@ func TestStreamTransportCloseEndsItsRequests(t *testing.T) {
 // A member that was down while the leader compacted its log past what the
 // member holds catches up by a snapshot sent over the transport.
 func TestMemberBehindACompactedLogCatchesUpBySnapshot(t *testing.T) {
-	tune := func(c *Config) { c.SnapshotThreshold, c.TrailingLogs = 4, 2 }
+	tune := func(c *Config) { c.TrailingLogs = 2 }
 	ms := clusterWith(t, tune)
 	behind := ms[2]
 	dir, id := behind.dir, behind.node.ID()
