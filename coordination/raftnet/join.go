@@ -180,6 +180,7 @@ func (r *Raft) addMember(ctx context.Context, from, id peer.ID, addrs []string) 
 	add, as := r.R.AddNonvoter, "non-voter"
 	if voters < target && spare == 0 {
 		add, as = r.R.AddVoter, "voter"
+		r.hold.promoting(sid) // a non-voter joining again
 	}
 	if err := add(sid, raft.ServerAddress(sid), index, r.cfg.RequestTimeout).Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {

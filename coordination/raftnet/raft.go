@@ -20,6 +20,7 @@
 package raftnet
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -78,6 +79,9 @@ type Config struct {
 	// heartbeats unanswered before a healthy non-voter takes its place (the
 	// silent one becomes a non-voter). Default 15s; at least HeartbeatTimeout.
 	VoterFailureTimeout time.Duration
+
+	// holdbackMax replaces holdbackMax in tests.
+	holdbackMax time.Duration
 }
 
 // Defaults of the voter policy.
@@ -112,6 +116,7 @@ type Raft struct {
 	self  peer.ID
 	store *raftboltdb.BoltStore
 	trans *streamTransport
+	hold  *holdback // the leader's appends to non-voters wait for the voters
 
 	// ctx ends at Shutdown; request handlers run under it.
 	ctx    context.Context
@@ -268,8 +273,14 @@ func (r *Raft) watch(ch <-chan raft.Observation) {
 		select {
 		case o := <-ch:
 			r.health.observe(o.Data)
-			if o.Data == raft.Leader {
-				r.kick()
+			if st, ok := o.Data.(raft.RaftState); ok {
+				// Forget the members' suffrage until a leader's pass reads
+				// it again, and free the appends held by a former leader.
+				r.hold.setNonvoters(nil)
+				r.hold.wake()
+				if st == raft.Leader {
+					r.kick()
+				}
 			}
 		case <-r.watchDone:
 			return
@@ -289,13 +300,16 @@ func (r *Raft) open(rc *raft.Config) error {
 		return fmt.Errorf("opening raft snapshots in %s: %w", r.cfg.Dir, err)
 	}
 	r.trans = newStreamTransport(r.node.Host, 10*time.Second, r.log.Named("transport"))
+	r.hold = newHoldback(cmp.Or(r.cfg.holdbackMax, holdbackMax))
+	r.trans.hold = r.hold
 	if err := r.bootstrapIfNew(rc, snaps); err != nil {
 		return err
 	}
-	r.R, err = raft.NewRaft(rc, r.cfg.FSM, r.store, r.store, snaps, r.trans)
+	r.R, err = raft.NewRaft(rc, wakingFSM{FSM: r.cfg.FSM, h: r.hold}, r.store, r.store, snaps, r.trans)
 	if err != nil {
 		return fmt.Errorf("starting raft: %w", err)
 	}
+	r.hold.use(r.R)
 	return nil
 }
 

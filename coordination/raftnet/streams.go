@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -43,6 +44,11 @@ type streamTransport struct {
 	timeout   time.Duration // per request; a snapshot gets one per snapshotChunk
 	serveIdle time.Duration // serveIdleTimeout, but for tests
 	rpcs      chan raft.RPC
+	// hold, when set (before raft starts), holds appends to non-voters
+	// until the voters committed them (holdback.go).
+	hold *holdback
+	// sending, for tests, sees every append just before it goes.
+	sending atomic.Pointer[func(id raft.ServerID, args *raft.AppendEntriesRequest)]
 
 	mu        sync.Mutex
 	heartbeat func(raft.RPC)
@@ -232,7 +238,13 @@ func (t *streamTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddres
 }
 
 // AppendEntries implements raft.Transport.
-func (t *streamTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+func (t *streamTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if t.hold != nil {
+		t.hold.hold(id, args)
+	}
+	if f := t.sending.Load(); f != nil {
+		(*f)(id, args)
+	}
 	return t.call(target, rpcAppendEntries, args, nil, 0, resp)
 }
 

@@ -135,6 +135,9 @@ func (r *Raft) servers() ([]serverView, uint64, error) {
 		return nil, 0, fmt.Errorf("reading raft membership: %w", err)
 	}
 	self := raft.ServerID(r.self.String())
+	if r.IsLeader() {
+		r.hold.setNonvoters(f.Configuration().Servers)
+	}
 	var out []serverView
 	for _, s := range f.Configuration().Servers {
 		v := serverView{id: s.ID, voter: s.Suffrage == raft.Voter, self: s.ID == self}
@@ -237,6 +240,7 @@ func (r *Raft) applyChange(c change, index uint64) error {
 		index = f.Index()
 	}
 	if c.promote != "" {
+		r.hold.promoting(c.promote)
 		f := r.R.AddVoter(c.promote, raft.ServerAddress(c.promote), index, r.cfg.RequestTimeout)
 		if err := f.Error(); err != nil {
 			return fmt.Errorf("making daemon %s a voter: %w", c.promote, err)

@@ -1,0 +1,210 @@
+package raftnet
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+type fakeView struct {
+	commit atomic.Uint64
+	leads  atomic.Bool
+}
+
+func (f *fakeView) CommitIndex() uint64 { return f.commit.Load() }
+func (f *fakeView) State() raft.RaftState {
+	if f.leads.Load() {
+		return raft.Leader
+	}
+	return raft.Follower
+}
+
+func newTestHoldback(max time.Duration, commit uint64) (*holdback, *fakeView) {
+	h := newHoldback(max)
+	v := &fakeView{}
+	v.commit.Store(commit)
+	v.leads.Store(true)
+	h.use(v)
+	h.setNonvoters([]raft.Server{{ID: "v1", Suffrage: raft.Voter}, {ID: "v2", Suffrage: raft.Voter}, {ID: "nv", Suffrage: raft.Nonvoter}})
+	return h, v
+}
+
+func appendOf(commit uint64, entries ...*raft.Log) *raft.AppendEntriesRequest {
+	return &raft.AppendEntriesRequest{LeaderCommitIndex: commit, Entries: entries}
+}
+
+func entry(i uint64, kind raft.LogType) *raft.Log { return &raft.Log{Index: i, Type: kind} }
+
+func TestHoldbackLetsThroughWhatNeedNotWait(t *testing.T) {
+	h, _ := newTestHoldback(time.Hour, 4)
+	cmd := entry(5, raft.LogCommand)
+	for _, c := range []struct {
+		what string
+		id   raft.ServerID
+		args *raft.AppendEntriesRequest
+	}{
+		{"a command to a voter", "v1", appendOf(4, cmd)},
+		{"a command to a member not classified yet", "newcomer", appendOf(4, cmd)},
+		{"a heartbeat to a non-voter", "nv", &raft.AppendEntriesRequest{}},
+		{"a commit notice to a non-voter", "nv", appendOf(4)},
+		{"a barrier, a no-op and a configuration change to a non-voter", "nv",
+			appendOf(4, entry(5, raft.LogBarrier), entry(6, raft.LogNoop), entry(7, raft.LogConfiguration))},
+		{"a command already committed to a non-voter", "nv", appendOf(3, entry(4, raft.LogCommand))},
+	} {
+		done := make(chan bool)
+		go func() { done <- h.hold(c.id, c.args) }()
+		select {
+		case waited := <-done:
+			if waited {
+				t.Errorf("%s: held", c.what)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: still held after 10s", c.what)
+		}
+	}
+	if n := h.held.Load(); n != 0 {
+		t.Errorf("held %d appends, want none", n)
+	}
+}
+
+func TestHoldbackHoldsANonvotersCommandsUntilCommitted(t *testing.T) {
+	h, v := newTestHoldback(time.Hour, 4)
+	args := appendOf(3, entry(5, raft.LogCommand), entry(6, raft.LogCommand), entry(7, raft.LogBarrier))
+	done := make(chan bool)
+	go func() { done <- h.hold("nv", args) }()
+
+	// Committing the first command, or a wake without a commit, frees nothing.
+	v.commit.Store(5)
+	h.wake()
+	select {
+	case <-done:
+		t.Fatal("sent before the last command (6) was committed")
+	case <-time.After(100 * time.Millisecond):
+	}
+	v.commit.Store(6)
+	h.wake()
+	select {
+	case waited := <-done:
+		if !waited {
+			t.Error("hold said it did not wait")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still held 10s after the commit")
+	}
+	if args.LeaderCommitIndex != 6 {
+		t.Errorf("sent with commit index %d, want the current 6", args.LeaderCommitIndex)
+	}
+	if n := h.timedOut.Load(); n != 0 {
+		t.Errorf("%d holds timed out", n)
+	}
+}
+
+func TestHoldbackGivesUpAfterMaxOrWhenNoLongerLeader(t *testing.T) {
+	h, v := newTestHoldback(50*time.Millisecond, 4)
+	args := appendOf(4, entry(5, raft.LogCommand))
+	start := time.Now()
+	if !h.hold("nv", args) {
+		t.Error("hold said it did not wait")
+	}
+	if took := time.Since(start); took < 50*time.Millisecond {
+		t.Errorf("gave up after %v, before max", took)
+	}
+	if n := h.timedOut.Load(); n != 1 {
+		t.Errorf("timed out %d times, want 1", n)
+	}
+	if args.LeaderCommitIndex != 4 {
+		t.Errorf("commit index %d, want 4: nothing more was committed", args.LeaderCommitIndex)
+	}
+
+	h.max = time.Hour
+	done := make(chan struct{})
+	go func() { h.hold("nv", appendOf(4, entry(5, raft.LogCommand))); close(done) }()
+	time.Sleep(20 * time.Millisecond)
+	v.leads.Store(false)
+	h.wake()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("still held 10s after leadership was lost")
+	}
+}
+
+func TestHoldbackStopsHoldingAPromotedMember(t *testing.T) {
+	h, _ := newTestHoldback(time.Hour, 4)
+	h.promoting("nv")
+	if h.hold("nv", appendOf(4, entry(5, raft.LogCommand))) {
+		t.Error("held a member being promoted")
+	}
+	h.setNonvoters(nil)
+	if h.hold("v1", appendOf(4, entry(5, raft.LogCommand))) {
+		t.Error("held with no configuration known")
+	}
+}
+
+// TestNonvotersGetCommandsOnceTheVotersCommitted runs a real group of three
+// voters and a non-voter, and watches every append the leader sends.
+func TestNonvotersGetCommandsOnceTheVotersCommitted(t *testing.T) {
+	ms := group(t, 4, testLogger(t), func(c *Config) { steady(c); c.MaxVoters = 3; c.holdbackMax = time.Minute })
+	_, nonvoters := waitSuffrage(t, ms, 3, 1)
+	leader := currentLeader(ms)
+	if leader == nil {
+		t.Fatal("no leader")
+	}
+	eventually(t, 10*time.Second, "the leader knows the non-voter", func() bool {
+		nv := leader.raft.hold.nonvoters.Load()
+		return nv != nil && (*nv)[raft.ServerID(nonvoters[0])]
+	})
+	var mu sync.Mutex
+	var early []string
+	var toNonvoter, toVoters int
+	f := func(id raft.ServerID, args *raft.AppendEntriesRequest) {
+		idx := lastCommand(args.Entries)
+		if idx == 0 {
+			return
+		}
+		commit := leader.raft.R.CommitIndex()
+		mu.Lock()
+		defer mu.Unlock()
+		if string(id) != nonvoters[0] {
+			toVoters++
+			return
+		}
+		toNonvoter++
+		if commit < idx {
+			early = append(early, fmt.Sprintf("command %d sent while the log was committed to %d", idx, commit))
+		}
+	}
+	leader.raft.trans.sending.Store(&f)
+
+	const n = 30
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var cmds []string
+	for i := range n {
+		cmds = append(cmds, fmt.Sprintf("cmd-%d", i))
+		if _, err := leader.raft.Apply(ctx, []byte(cmds[i])); err != nil {
+			t.Fatalf("applying %s: %v", cmds[i], err)
+		}
+	}
+	nv := memberByID(ms, nonvoters[0])
+	eventually(t, 30*time.Second, "the non-voter applied every command", func() bool { return nv.fsm.has(cmds...) })
+	leader.raft.trans.sending.Store(nil)
+
+	mu.Lock()
+	defer mu.Unlock()
+	if toNonvoter == 0 || toVoters == 0 {
+		t.Fatalf("saw %d appends with commands to the non-voter and %d to voters", toNonvoter, toVoters)
+	}
+	for _, e := range early {
+		t.Error(e)
+	}
+	if n := leader.raft.hold.timedOut.Load(); n != 0 {
+		t.Errorf("%d holds timed out", n)
+	}
+	t.Logf("%d appends with commands to the non-voter, %d held", toNonvoter, leader.raft.hold.held.Load())
+}
