@@ -15,9 +15,9 @@ import (
 // to bolt, answering): at 100 daemons on 2 cores the leader waited ~630 ms
 // for a 7.5 KB command to commit. So the leader's transport holds an append
 // to a non-voter that carries commands until the voters have committed the
-// last of them, for at most holdbackMax, and then sends it with the commit
-// index as it is now: the non-voter applies the commands on receipt instead
-// of waiting for the next commit notice.
+// first of them, for at most holdbackMax, and then sends what is committed
+// with the commit index as it is now: the non-voter applies the commands on
+// receipt instead of waiting for the next commit notice.
 //
 // Only appends that carry commands wait. Heartbeats, empty appends (commit
 // notices), barriers, no-ops and configuration changes go at once, as do
@@ -106,11 +106,16 @@ func (h *holdback) waitCh() <-chan struct{} {
 	return h.changed
 }
 
-// hold returns when args may be sent to member id. It reports whether it
-// waited; having waited, it raises args' commit index to the current one.
+// hold returns when args may be sent to member id, and reports whether it
+// waited. It waits until the first command args carries is committed; then
+// it sends the entries committed so far, with the current commit index,
+// and leaves the rest to raft's next request (which will wait for them in
+// turn): a non-voter gets each command as soon as it is committed, not
+// when the last of a batch that grew while it waited is. Having waited the
+// full max, or lost the leadership, it sends args whole.
 func (h *holdback) hold(id raft.ServerID, args *raft.AppendEntriesRequest) (waited bool) {
-	idx := lastCommand(args.Entries)
-	if idx == 0 {
+	first := firstCommand(args.Entries)
+	if first == 0 {
 		return false
 	}
 	nv := h.nonvoters.Load()
@@ -119,29 +124,47 @@ func (h *holdback) hold(id raft.ServerID, args *raft.AppendEntriesRequest) (wait
 		return false
 	}
 	r := *rp
-	if r.CommitIndex() >= idx {
+	if commit := r.CommitIndex(); commit >= lastCommand(args.Entries) {
+		args.LeaderCommitIndex = max(args.LeaderCommitIndex, commit)
 		return false
 	}
 	h.held.Add(1)
 	timer := time.NewTimer(h.max)
 	defer timer.Stop()
-wait:
 	for {
 		changed := h.waitCh() // before looking, so that no wake is missed
-		if r.CommitIndex() >= idx || r.State() != raft.Leader {
-			break
+		commit := r.CommitIndex()
+		if commit >= first {
+			// raft reads what was sent from args.Entries once answered, so
+			// the member's next index follows the cut.
+			n := len(args.Entries)
+			for n > 0 && args.Entries[n-1].Index > commit {
+				n--
+			}
+			args.Entries = args.Entries[:n]
+			args.LeaderCommitIndex = max(args.LeaderCommitIndex, commit)
+			return true
+		}
+		if r.State() != raft.Leader {
+			return true
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
 			h.timedOut.Add(1)
-			break wait
+			return true
 		}
 	}
-	// What raft would have sent had it built the request now; the member
-	// takes the lower of it and its own last index.
-	args.LeaderCommitIndex = max(args.LeaderCommitIndex, r.CommitIndex())
-	return true
+}
+
+// firstCommand is the index of the first command among entries, 0 if none.
+func firstCommand(entries []*raft.Log) uint64 {
+	for _, e := range entries {
+		if e.Type == raft.LogCommand {
+			return e.Index
+		}
+	}
+	return 0
 }
 
 // lastCommand is the index of the last command among entries, 0 if none.

@@ -3,6 +3,7 @@ package raftnet
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -74,16 +75,17 @@ func TestHoldbackLetsThroughWhatNeedNotWait(t *testing.T) {
 
 func TestHoldbackHoldsANonvotersCommandsUntilCommitted(t *testing.T) {
 	h, v := newTestHoldback(time.Hour, 4)
-	args := appendOf(3, entry(5, raft.LogCommand), entry(6, raft.LogCommand), entry(7, raft.LogBarrier))
+	args := appendOf(3, entry(5, raft.LogBarrier), entry(6, raft.LogCommand), entry(7, raft.LogCommand), entry(8, raft.LogBarrier))
 	done := make(chan bool)
 	go func() { done <- h.hold("nv", args) }()
 
-	// Committing the first command, or a wake without a commit, frees nothing.
+	// A commit short of the first command, or a wake without a commit,
+	// frees nothing.
 	v.commit.Store(5)
 	h.wake()
 	select {
 	case <-done:
-		t.Fatal("sent before the last command (6) was committed")
+		t.Fatal("sent before the first command (6) was committed")
 	case <-time.After(100 * time.Millisecond):
 	}
 	v.commit.Store(6)
@@ -99,9 +101,30 @@ func TestHoldbackHoldsANonvotersCommandsUntilCommitted(t *testing.T) {
 	if args.LeaderCommitIndex != 6 {
 		t.Errorf("sent with commit index %d, want the current 6", args.LeaderCommitIndex)
 	}
+	if got := entryIndexes(args); !slices.Equal(got, []uint64{5, 6}) {
+		t.Errorf("sent entries %v, want the committed 5 and 6", got)
+	}
+
+	// The rest: the command is committed now, the barrier after it is not.
+	v.commit.Store(7)
+	rest := appendOf(6, entry(7, raft.LogCommand), entry(8, raft.LogBarrier))
+	if h.hold("nv", rest) {
+		t.Error("held an append whose commands are committed")
+	}
+	if got := entryIndexes(rest); rest.LeaderCommitIndex != 7 || !slices.Equal(got, []uint64{7, 8}) {
+		t.Errorf("sent entries %v with commit index %d, want 7 and 8 with 7", got, rest.LeaderCommitIndex)
+	}
 	if n := h.timedOut.Load(); n != 0 {
 		t.Errorf("%d holds timed out", n)
 	}
+}
+
+func entryIndexes(args *raft.AppendEntriesRequest) []uint64 {
+	var out []uint64
+	for _, e := range args.Entries {
+		out = append(out, e.Index)
+	}
+	return out
 }
 
 func TestHoldbackGivesUpAfterMaxOrWhenNoLongerLeader(t *testing.T) {
@@ -117,8 +140,8 @@ func TestHoldbackGivesUpAfterMaxOrWhenNoLongerLeader(t *testing.T) {
 	if n := h.timedOut.Load(); n != 1 {
 		t.Errorf("timed out %d times, want 1", n)
 	}
-	if args.LeaderCommitIndex != 4 {
-		t.Errorf("commit index %d, want 4: nothing more was committed", args.LeaderCommitIndex)
+	if args.LeaderCommitIndex != 4 || len(args.Entries) != 1 {
+		t.Errorf("sent %d entries with commit index %d, want the whole append with 4", len(args.Entries), args.LeaderCommitIndex)
 	}
 
 	h.max = time.Hour
@@ -175,20 +198,38 @@ func TestNonvotersGetCommandsOnceTheVotersCommitted(t *testing.T) {
 			return
 		}
 		toNonvoter++
-		if commit < idx {
+		if commit < idx { // every command it carries must be committed
 			early = append(early, fmt.Sprintf("command %d sent while the log was committed to %d", idx, commit))
 		}
 	}
 	leader.raft.trans.sending.Store(&f)
 
-	const n = 30
+	// Six writers at once, so that appends carry several commands and the
+	// leader cuts them at the commit.
+	const writers, each = 6, 10
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var cmds []string
-	for i := range n {
-		cmds = append(cmds, fmt.Sprintf("cmd-%d", i))
-		if _, err := leader.raft.Apply(ctx, []byte(cmds[i])); err != nil {
-			t.Fatalf("applying %s: %v", cmds[i], err)
+	errs := make(chan error, writers)
+	for w := range writers {
+		mine := make([]string, each)
+		for i := range mine {
+			mine[i] = fmt.Sprintf("cmd-%d-%d", w, i)
+		}
+		cmds = append(cmds, mine...)
+		go func() {
+			for _, c := range mine {
+				if _, err := leader.raft.Apply(ctx, []byte(c)); err != nil {
+					errs <- fmt.Errorf("applying %s: %w", c, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
 		}
 	}
 	nv := memberByID(ms, nonvoters[0])
