@@ -40,8 +40,11 @@ type commitView interface {
 type holdback struct {
 	max time.Duration
 
-	raft      atomic.Pointer[commitView]
+	raft atomic.Pointer[commitView]
+	// nonvoters is read by every append; smu orders its writers.
 	nonvoters atomic.Pointer[map[raft.ServerID]bool]
+	smu       sync.Mutex
+	promoted  map[raft.ServerID]bool // promotions not yet seen in a configuration
 
 	mu      sync.Mutex
 	changed chan struct{} // closed by wake; nil while nobody waits
@@ -55,15 +58,24 @@ func newHoldback(max time.Duration) *holdback { return &holdback{max: max} }
 func (h *holdback) use(r commitView) { h.raft.Store(&r) }
 
 // setNonvoters records which members are non-voters in the leader's current
-// configuration; nil (no configuration known) holds nobody.
+// configuration. A nil conf (no configuration known) holds nobody and
+// forgets the promotions under way.
 func (h *holdback) setNonvoters(conf []raft.Server) {
+	h.smu.Lock()
+	defer h.smu.Unlock()
 	if conf == nil {
 		h.nonvoters.Store(nil)
+		h.promoted = nil
 		return
 	}
 	m := make(map[raft.ServerID]bool, len(conf))
 	for _, s := range conf {
-		if s.Suffrage != raft.Voter {
+		switch {
+		case s.Suffrage == raft.Voter:
+			delete(h.promoted, s.ID) // the promotion is in the configuration
+		case h.promoted[s.ID]:
+			// Read before the promotion's change was appended.
+		default:
 			m[s.ID] = true
 		}
 	}
@@ -71,8 +83,15 @@ func (h *holdback) setNonvoters(conf []raft.Server) {
 }
 
 // promoting stops holding id at once, before the change that makes it a
-// voter is appended: from then on its answer may count for commits.
+// voter is appended: from then on its answer may count for commits. A
+// configuration read before that change does not make it a non-voter again.
 func (h *holdback) promoting(id raft.ServerID) {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	if h.promoted == nil {
+		h.promoted = map[raft.ServerID]bool{}
+	}
+	h.promoted[id] = true
 	old := h.nonvoters.Load()
 	if old == nil || !(*old)[id] {
 		return
@@ -84,6 +103,12 @@ func (h *holdback) promoting(id raft.ServerID) {
 		}
 	}
 	h.nonvoters.Store(&m)
+}
+
+// isNonvoter reports whether id is a non-voter as far as the leader knows.
+func (h *holdback) isNonvoter(id raft.ServerID) bool {
+	m := h.nonvoters.Load()
+	return m != nil && (*m)[id]
 }
 
 // wake tells the waiting appends to look again: something was applied or
@@ -118,9 +143,8 @@ func (h *holdback) hold(id raft.ServerID, args *raft.AppendEntriesRequest) (wait
 	if first == 0 {
 		return false
 	}
-	nv := h.nonvoters.Load()
 	rp := h.raft.Load()
-	if nv == nil || !(*nv)[id] || rp == nil {
+	if rp == nil || !h.isNonvoter(id) {
 		return false
 	}
 	r := *rp
