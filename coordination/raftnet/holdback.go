@@ -132,7 +132,8 @@ func (h *holdback) waitCh() <-chan struct{} {
 }
 
 // hold returns when args may be sent to member id, and reports whether it
-// waited. It waits until the first command args carries is committed; then
+// held or cut args (false: args go as raft built them, but for the commit
+// index). It waits until the first command args carries is committed; then
 // it sends the entries committed so far, with the current commit index,
 // and leaves the rest to raft's next request (which will wait for them in
 // turn): a non-voter gets each command as soon as it is committed, not
