@@ -139,7 +139,7 @@ func (h *holdback) waitCh() <-chan struct{} {
 // turn): a non-voter gets each command as soon as it is committed, not
 // when the last of a batch that grew while it waited is. Having waited the
 // full max, or lost the leadership, it sends args whole.
-func (h *holdback) hold(id raft.ServerID, args *raft.AppendEntriesRequest) (waited bool) {
+func (h *holdback) hold(id raft.ServerID, args *raft.AppendEntriesRequest) bool {
 	first := firstCommand(args.Entries)
 	if first == 0 {
 		return false

@@ -20,7 +20,6 @@
 package raftnet
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -176,6 +175,9 @@ func (c *Config) setDefaults() {
 	if c.VoterFailureTimeout == 0 {
 		c.VoterFailureTimeout = DefaultVoterFailureTimeout
 	}
+	if c.holdbackMax <= 0 {
+		c.holdbackMax = holdbackMax
+	}
 }
 
 func (c *Config) validate() error {
@@ -300,7 +302,7 @@ func (r *Raft) open(rc *raft.Config) error {
 		return fmt.Errorf("opening raft snapshots in %s: %w", r.cfg.Dir, err)
 	}
 	r.trans = newStreamTransport(r.node.Host, 10*time.Second, r.log.Named("transport"))
-	r.hold = newHoldback(cmp.Or(r.cfg.holdbackMax, holdbackMax))
+	r.hold = newHoldback(r.cfg.holdbackMax)
 	r.trans.hold = r.hold
 	if err := r.bootstrapIfNew(rc, snaps); err != nil {
 		return err
