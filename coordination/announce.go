@@ -105,33 +105,48 @@ func (c *Coordinator) seen(id string) bool {
 }
 
 // Announce takes a signed announcement from the local operator: it checks it
-// at once (so the operator gets the reason of a refusal), then publishes it to
-// every daemon; the raft leader turns it into a plan.
-func (c *Coordinator) Announce(ctx context.Context, data []byte) (*plan.Announcement, error) {
+// at once (so the operator gets the reason of a refusal), then hands it to
+// the raft leader, which turns it into a plan and answers with the outcome.
+// When no leader takes it, Announce publishes it to every daemon and returns
+// a nil outcome: whichever daemon leads next proposes it, and the caller
+// watches its own copy of the plan state for the result.
+func (c *Coordinator) Announce(ctx context.Context, data []byte) (*plan.Announcement, *Outcome, error) {
 	now := c.cfg.Clock()
 	a, signer, err := c.openAnnouncement(data, now)
 	if err != nil {
 		c.log.Warn("announcement refused", zap.String("signer", signer.String()), zap.Error(err))
 		c.rejected(err)
-		return nil, err
+		return nil, nil, err
 	}
 	if c.seen(a.ID) {
 		err := fmt.Errorf("%w: %s", plan.ErrReplayed, a.ID)
 		c.rejected(err)
-		return nil, err
+		return nil, nil, err
 	}
 	var cerr error
 	c.cfg.FSM.View(func(s *plan.State) { cerr = s.CheckAnnouncement(a, now) })
 	if cerr != nil {
 		c.log.Warn("announcement refused", zap.String("plan", a.ID), zap.String("signer", signer.String()), zap.Error(cerr))
 		c.rejected(cerr)
-		return nil, cerr
+		return nil, nil, cerr
 	}
+	out, err := c.proposeToLeader(ctx, data)
+	if err == nil && out.Seen {
+		err := fmt.Errorf("%w: %s", plan.ErrReplayed, a.ID)
+		c.rejected(err)
+		return nil, nil, err
+	}
+	if err == nil {
+		c.log.Info("announcement committed by the raft leader", zap.String("plan", a.ID), zap.String("version", a.Version),
+			zap.String("signer", signer.String()), zap.Bool("refused", out.Plan == nil))
+		return a, &out, nil
+	}
+	c.log.Info("publishing the announcement for the next raft leader", zap.String("plan", a.ID), zap.Error(err))
 	if err := c.announce.Publish(ctx, data); err != nil {
-		return nil, fmt.Errorf("publishing announcement: %w", err)
+		return nil, nil, fmt.Errorf("publishing announcement: %w", err)
 	}
 	c.log.Info("announcement published", zap.String("plan", a.ID), zap.String("version", a.Version), zap.String("signer", signer.String()))
-	return a, nil
+	return a, nil, nil
 }
 
 // Republish sends an accepted announcement again, for when no leader took it
@@ -146,15 +161,44 @@ func (c *Coordinator) handleAnnouncement(ctx context.Context, data []byte) {
 	if !c.cfg.Raft.IsLeader() {
 		return
 	}
+	if _, err := c.propose(ctx, data); err != nil {
+		c.log.Error("recording the announcement in the plan state", zap.Error(err))
+	}
+}
+
+// Outcome is what the plan state holds of an announcement once the leader
+// committed it: its plan, or the reason it was refused.
+type Outcome struct {
+	Plan     *plan.Plan `json:"plan,omitempty"`
+	Rejected string     `json:"rejected,omitempty"`
+	// Seen: the plan state held the announcement before this proposal; it
+	// was sent before.
+	Seen bool `json:"seen,omitempty"`
+}
+
+// propose, on the leader, turns an announcement into a plan or a recorded
+// refusal and returns what the plan state then holds of it. One proposal of
+// an announcement is under way at a time: the copy from the announcing
+// daemon and the one from gossip wait for each other instead of committing
+// it twice.
+func (c *Coordinator) propose(ctx context.Context, data []byte) (Outcome, error) {
 	now := c.cfg.Clock()
 	a, signer, err := c.openAnnouncement(data, now)
-	if err != nil || c.seen(a.ID) {
-		return
+	if err != nil {
+		return Outcome{}, err
+	}
+	release, err := c.proposing.start(ctx, a.ID)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("waiting for the other proposal of %s: %w", a.ID, err)
+	}
+	defer release()
+	if out, ok := c.outcome(a.ID); ok {
+		out.Seen = true
+		return out, nil
 	}
 	members, err := c.cfg.Raft.Members()
 	if err != nil {
-		c.log.Error("listing the daemons before proposing a plan", zap.Error(err))
-		return
+		return Outcome{}, fmt.Errorf("listing the daemons before proposing plan %s: %w", a.ID, err)
 	}
 	var cerr error
 	hosts := make([]string, 0, len(members))
@@ -177,14 +221,31 @@ func (c *Coordinator) handleAnnouncement(ctx context.Context, data []byte) {
 	// waits for after announcing at scale (633 of 662 ms in one N=100 run).
 	start := time.Now()
 	if _, err := c.cfg.Raft.Apply(ctx, cmd.Encode()); err != nil {
-		c.log.Error("recording the announcement in the plan state", zap.String("plan", a.ID), zap.Error(err))
-		return
+		// Refused by the FSM (the state moved since the check), nothing is
+		// recorded: gossip brings the announcement back and the check then
+		// records the refusal with its reason.
+		return Outcome{}, fmt.Errorf("committing plan %s: %w", a.ID, err)
 	}
 	if cerr == nil {
 		c.log.Info("plan proposed", zap.String("plan", a.ID), zap.String("version", a.Version),
 			zap.String("procedure", string(a.Procedure)), zap.Int("hosts", len(hosts)), zap.String("signer", signer.String()),
 			zap.Duration("commit_took", time.Since(start)))
 	}
+	out, _ := c.outcome(a.ID)
+	return out, nil
+}
+
+// outcome is what this daemon's plan state holds of announcement id, if anything.
+func (c *Coordinator) outcome(id string) (out Outcome, ok bool) {
+	c.cfg.FSM.View(func(s *plan.State) {
+		if p, found := s.Plans[id]; found {
+			out.Plan, ok = p.Clone(), true
+		}
+		if r, found := s.Rejected[id]; found {
+			out.Rejected, ok = r.Reason, true
+		}
+	})
+	return out, ok
 }
 
 // rejected tells OnReject the reason class of a refusal.

@@ -69,6 +69,8 @@ type Coordinator struct {
 	wake     chan struct{}
 
 	leader func() (peer.ID, bool) // the raft leader as this daemon knows it
+
+	proposing inFlight // announcements being proposed, on the leader
 }
 
 // New checks cfg and joins the daemons' topics.
@@ -113,6 +115,8 @@ func New(cfg Config) (*Coordinator, error) {
 func (c *Coordinator) Run(ctx context.Context) error {
 	holds := serveHolds(c.cfg.Node.Host, c.cfg.FSM)
 	defer holds.Close()
+	proposals := c.serveProposals(c.cfg.Node.Host)
+	defer proposals.Close()
 	var wg sync.WaitGroup
 	for _, loop := range []func(context.Context){c.announcements, c.progressOut, c.housekeeping, c.approvals} {
 		wg.Add(1)

@@ -19,8 +19,8 @@ import (
 type plainBackend struct{}
 
 func (plainBackend) Status() Status { return Status{} }
-func (plainBackend) Announce(context.Context, []byte) (*plan.Announcement, error) {
-	return nil, errors.New("no")
+func (plainBackend) Announce(context.Context, []byte) (*plan.Announcement, *PlanAnswer, error) {
+	return nil, nil, errors.New("no")
 }
 func (plainBackend) Republish(context.Context, []byte) error { return nil }
 func (plainBackend) Approve(context.Context, []byte) (*plan.Plan, error) {

@@ -4,6 +4,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,8 +50,10 @@ type PlanAnswer struct {
 // Backend is the daemon behind the socket.
 type Backend interface {
 	Status() Status
-	// Announce checks a signed announcement and publishes it.
-	Announce(ctx context.Context, envelope []byte) (*plan.Announcement, error)
+	// Announce checks a signed announcement and hands it to the raft leader
+	// or, when none takes it, publishes it. A non-nil answer is the leader's:
+	// the plan or refusal it committed; nil means "watch the plan state".
+	Announce(ctx context.Context, envelope []byte) (*plan.Announcement, *PlanAnswer, error)
 	// Republish sends an accepted announcement again.
 	Republish(ctx context.Context, envelope []byte) error
 	Plan(id string) PlanAnswer
@@ -142,8 +145,10 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ans)
 }
 
-// announce publishes the envelope and waits until the plan state holds the
-// plan or its refusal, publishing again while no leader took it.
+// announce hands the envelope to the raft leader through the daemon and
+// answers with the plan or refusal the leader committed. When no leader took
+// it, the daemon published it: announce then waits until this daemon's plan
+// state holds the plan or its refusal, publishing again meanwhile.
 func (s *Server) announce(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	data, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
@@ -151,23 +156,35 @@ func (s *Server) announce(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: "reading announcement: " + err.Error()})
 		return
 	}
-	a, err := s.b.Announce(r.Context(), data)
+	a, ans, err := s.b.Announce(r.Context(), data)
 	if err != nil {
 		writeJSON(w, http.StatusUnprocessableEntity, errorBody{Error: err.Error()})
 		return
 	}
+	if ans != nil {
+		code, body := s.announced(a.ID, *ans, start, "raft leader")
+		writeJSON(w, code, body)
+		return
+	}
 	s.awaitCommit(w, r, "no raft leader took the announcement", func() (int, any, bool) {
 		ans := s.b.Plan(a.ID)
-		switch {
-		case ans.Rejected != "":
-			return http.StatusUnprocessableEntity, errorBody{Error: "refused by the cluster: " + ans.Rejected}, true
-		case ans.Plan != nil:
-			s.log.Info("announced plan is in the plan state", zap.String("plan", a.ID),
-				zap.String("phase", string(ans.Plan.Phase)), zap.Duration("took", time.Since(start)))
-			return http.StatusOK, ans, true
+		if ans.Plan == nil && ans.Rejected == "" {
+			return 0, nil, false
 		}
-		return 0, nil, false
+		code, body := s.announced(a.ID, ans, start, "plan state")
+		return code, body, true
 	}, func(ctx context.Context) error { return s.b.Republish(ctx, data) })
+}
+
+// announced is the answer to an announcement whose plan or refusal is
+// committed; by says where this daemon learnt it.
+func (s *Server) announced(id string, ans PlanAnswer, start time.Time, by string) (int, any) {
+	if ans.Rejected != "" || ans.Plan == nil {
+		return http.StatusUnprocessableEntity, errorBody{Error: "refused by the cluster: " + cmp.Or(ans.Rejected, "no plan "+id)}
+	}
+	s.log.Info("announced plan is in the plan state", zap.String("plan", id), zap.String("phase", string(ans.Plan.Phase)),
+		zap.Duration("took", time.Since(start)), zap.String("from", by))
+	return http.StatusOK, ans
 }
 
 // awaitCommit answers once done says the plan state holds what was sent,

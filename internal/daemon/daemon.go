@@ -64,6 +64,10 @@ type Daemon struct {
 	// it, so that no other recovery starts over a step whose orchestrator died (recover.go).
 	recoverBusy atomic.Value
 
+	// announced is the last announcement the raft leader answered for until
+	// this daemon's plan state holds it (see awaitAnnounced).
+	announced atomic.Pointer[string]
+
 	leanGC bool // set GOGC by the plan state (gc.go)
 }
 
@@ -353,6 +357,7 @@ func (d *Daemon) addrs() []string {
 
 // Status implements control.Backend.
 func (d *Daemon) Status() control.Status {
+	d.awaitAnnounced()
 	st := d.fsm.State()
 	s := control.Status{Self: control.Self{ID: d.node.ID().String(), Addrs: d.addrs(), ClusterPeer: d.peerID},
 		Hosts: st.Hosts}
@@ -394,8 +399,53 @@ func (d *Daemon) restarting() bool {
 }
 
 // Announce implements control.Backend.
-func (d *Daemon) Announce(ctx context.Context, env []byte) (*plan.Announcement, error) {
-	return d.coord.Announce(ctx, env)
+//
+// When the raft leader answered, the plan is committed but this daemon's copy
+// of the log may not hold it yet: Status and Plan wait for it (see
+// awaitAnnounced), so that what this host tells next agrees with the answer.
+func (d *Daemon) Announce(ctx context.Context, env []byte) (*plan.Announcement, *control.PlanAnswer, error) {
+	d.awaitAnnounced() // checked against the plan state that holds the last answer
+	a, out, err := d.coord.Announce(ctx, env)
+	if err != nil || out == nil {
+		return a, nil, err
+	}
+	d.announced.Store(&a.ID)
+	return a, &control.PlanAnswer{Plan: out.Plan, Rejected: out.Rejected}, nil
+}
+
+// announcedWait bounds how long a read of the plan state waits for the plan
+// the leader answered for: a daemon cut off from the leader right after the
+// answer serves what it has.
+const announcedWait = 2 * time.Second
+
+// awaitAnnounced waits until this daemon's plan state holds the last
+// announcement the raft leader answered for, at most announcedWait.
+func (d *Daemon) awaitAnnounced() {
+	id := d.announced.Load()
+	if id == nil {
+		return
+	}
+	held := func() (ok bool) {
+		d.fsm.View(func(s *plan.State) {
+			_, p := s.Plans[*id]
+			_, r := s.Rejected[*id]
+			ok = p || r
+		})
+		return ok
+	}
+	changed, stop := d.fsm.Subscribe()
+	defer stop()
+	timeout := time.NewTimer(announcedWait)
+	defer timeout.Stop()
+	for !held() {
+		select {
+		case <-changed:
+		case <-timeout.C:
+			d.log.Warn("answering from a plan state that does not hold the announced plan yet", zap.String("plan", *id))
+			return
+		}
+	}
+	d.announced.CompareAndSwap(id, nil)
 }
 
 // Republish implements control.Backend.
@@ -419,6 +469,7 @@ func (d *Daemon) Changes() (<-chan struct{}, func()) { return d.fsm.Subscribe() 
 
 // Plan implements control.Backend.
 func (d *Daemon) Plan(id string) control.PlanAnswer {
+	d.awaitAnnounced()
 	var ans control.PlanAnswer
 	d.fsm.View(func(s *plan.State) {
 		if p, ok := s.Plans[id]; ok {

@@ -675,7 +675,8 @@ func mbSpread(v []int64) string {
 }
 
 // announceTook reads, from the announcing daemon's log, how long its control
-// request took until plan id was in its raft state.
+// request took until plan id was committed (the raft leader answered, or
+// its own plan state held it).
 func announceTook(logPath, id string) (time.Duration, error) {
 	b, err := os.ReadFile(logPath)
 	if err != nil {
