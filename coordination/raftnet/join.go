@@ -182,6 +182,8 @@ func (r *Raft) addMember(ctx context.Context, from, id peer.ID, addrs []string) 
 		add, as = r.R.AddVoter, "voter"
 		r.hold.promoting(sid) // a non-voter joining again
 	}
+	// index is 0 (see servers): two daemons joining at once may both be
+	// added as voters; the reconcile pass kicked below demotes the surplus.
 	if err := add(sid, raft.ServerAddress(sid), index, r.cfg.RequestTimeout).Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
 			return response{Code: codeNotLeader, Error: err.Error()}

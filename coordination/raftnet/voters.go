@@ -127,8 +127,12 @@ func decide(servers []serverView, maxVoters int, failAfter time.Duration) change
 }
 
 // servers reads the current configuration and what this node (the leader)
-// sees of each member. index is the configuration's log index, for changes
-// that must apply to exactly this configuration.
+// sees of each member, with the index GetConfiguration reports for it. That
+// index is always 0 in hashicorp/raft 1.7 (the future carries only the
+// configuration), and 0 as prevIndex means "whatever is latest": the first
+// change of a reconcile pass is not checked against a join that came between
+// the decision and the change; the next pass decides again on the result. A
+// promotion after a demotion is checked, with the demotion's own index.
 func (r *Raft) servers() ([]serverView, uint64, error) {
 	f := r.R.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -222,15 +226,16 @@ func (r *Raft) reconcile(warned map[raft.ServerID]bool) {
 	switch {
 	case err == nil:
 	case strings.Contains(err.Error(), "configuration changed since"):
-		// A join or another change came first; the next pass decides again.
+		// A join came between the demotion and the promotion; the next pass
+		// decides again.
 		r.log.Info("the raft membership changed meanwhile; will look again", zap.Error(err))
 	default:
 		r.log.Warn("changing the raft voters failed; will look again", zap.Error(err))
 	}
 }
 
-// applyChange demotes, then promotes, each only on top of the configuration
-// the decision was made on.
+// applyChange demotes, then promotes on top of the configuration the
+// demotion made (see servers for the first change's index).
 func (r *Raft) applyChange(c change, index uint64) error {
 	if c.demote != "" {
 		f := r.R.DemoteVoter(c.demote, index, r.cfg.RequestTimeout)
