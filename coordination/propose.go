@@ -77,23 +77,32 @@ func (c *Coordinator) proposeToLeader(ctx context.Context, data []byte) (Outcome
 	ctx, cancel := context.WithTimeout(ctx, proposeTimeout)
 	defer cancel()
 	leader, ok := c.leader()
-	switch {
-	case !ok:
+	if !ok {
 		return Outcome{}, errors.New("no raft leader known")
-	case leader == c.cfg.Node.ID():
-		return c.propose(ctx, data)
 	}
-	ans, err := askPropose(ctx, c.cfg.Node.Host, leader, data)
-	if err != nil {
-		return Outcome{}, fmt.Errorf("handing the announcement to the raft leader %s: %w", leader, err)
+	var out Outcome
+	if leader == c.cfg.Node.ID() {
+		var err error
+		if out, err = c.propose(ctx, data); err != nil {
+			return Outcome{}, err
+		}
+	} else {
+		ans, err := askPropose(ctx, c.cfg.Node.Host, leader, data)
+		if err != nil {
+			return Outcome{}, fmt.Errorf("handing the announcement to the raft leader %s: %w", leader, err)
+		}
+		if ans.Error != "" {
+			return Outcome{}, fmt.Errorf("the raft leader %s did not propose the announcement: %s", leader, ans.Error)
+		}
+		out = ans.Outcome
 	}
-	if ans.Error != "" {
-		return Outcome{}, fmt.Errorf("the raft leader %s did not propose the announcement: %s", leader, ans.Error)
+	// A leader that lost its leadership while committing had raft forward
+	// the command to the next one; its own plan state may not hold the
+	// outcome yet.
+	if out.Plan == nil && out.Rejected == "" {
+		return Outcome{}, fmt.Errorf("the raft leader %s committed the announcement but did not hold its outcome yet", leader)
 	}
-	if ans.Plan == nil && ans.Rejected == "" {
-		return Outcome{}, fmt.Errorf("the raft leader %s answered without a plan or a refusal", leader)
-	}
-	return ans.Outcome, nil
+	return out, nil
 }
 
 // askPropose sends data to the daemon to on proposeProtocol and reads its answer.

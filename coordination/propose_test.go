@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/zap/zaptest"
 
@@ -243,6 +245,35 @@ func TestWithoutALeaderTheAnnouncementIsPublished(t *testing.T) {
 	a, env := sealed(t, key, "1.1.6")
 	if _, out, err := follower.coord.Announce(ctx, env); err != nil || out != nil {
 		t.Fatalf("announce without a leader: outcome %+v, %v; want it published", out, err)
+	}
+	waitFor(t, 10*time.Second, "the plan proposed from gossip", func() bool { return follower.fsm.Plan(a.ID) != nil })
+}
+
+// A leader whose answer holds neither a plan nor a refusal (it lost its
+// leadership while committing) is not taken at its word: the announcement
+// is published, and the plan comes from gossip.
+func TestAnAnswerWithoutOutcomeIsNotTakenForOne(t *testing.T) {
+	key, operator := operatorKey(t)
+	ds := startDaemons(t, 3, operator)
+	leader, follower := leaderAndFollower(t, ds)
+	var mute *daemon
+	for _, d := range ds {
+		if d != leader && d != follower {
+			mute = d
+		}
+	}
+	mute.node.Host.SetStreamHandler(proposeProtocol, func(st network.Stream) {
+		defer st.Close()
+		_, _ = io.Copy(io.Discard, st)
+		_, _ = st.Write([]byte("{}\n"))
+	})
+	follower.coord.leader = func() (peer.ID, bool) { return mute.node.ID(), true }
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	a, env := sealed(t, key, "1.1.6")
+	if _, out, err := follower.coord.Announce(ctx, env); err != nil || out != nil {
+		t.Fatalf("announce answered without outcome: outcome %+v, %v; want it published", out, err)
 	}
 	waitFor(t, 10*time.Second, "the plan proposed from gossip", func() bool { return follower.fsm.Plan(a.ID) != nil })
 }
