@@ -10,9 +10,10 @@ import (
 	"github.com/upgraded/upgraded/coordination/plan"
 )
 
-func newPeerID(t *testing.T) peer.ID {
+// newKey makes a key pair and returns its private key and peer ID.
+func newKey(t *testing.T) (crypto.PrivKey, peer.ID) {
 	t.Helper()
-	_, pub, err := crypto.GenerateEd25519Key(rand.Reader)
+	key, pub, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,6 +21,12 @@ func newPeerID(t *testing.T) peer.ID {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return key, id
+}
+
+func newPeerID(t *testing.T) peer.ID {
+	t.Helper()
+	_, id := newKey(t)
 	return id
 }
 

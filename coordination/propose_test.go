@@ -3,7 +3,6 @@ package coordination
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"io"
 	"path/filepath"
@@ -117,19 +116,6 @@ func startDaemons(t *testing.T, n int, operator peer.ID) []*daemon {
 	return ds
 }
 
-func operatorKey(t *testing.T) (crypto.PrivKey, peer.ID) {
-	t.Helper()
-	key, pub, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, id
-}
-
 func sealed(t *testing.T, key crypto.PrivKey, version string) (*plan.Announcement, []byte) {
 	t.Helper()
 	a, err := NewAnnouncement(version, []plan.Artifact{{Source: "/tmp/x.tar.gz", SHA256: strings.Repeat("ab", 32)}}, plan.Standard, false, time.Now(), time.Hour)
@@ -168,7 +154,7 @@ func leaderAndFollower(t *testing.T, ds []*daemon) (leader, follower *daemon) {
 // leader committed, and a second announcing of the same envelope, straight
 // to the leader, commits nothing more.
 func TestAFollowerGetsTheCommittedPlanFromTheLeader(t *testing.T) {
-	key, operator := operatorKey(t)
+	key, operator := newKey(t)
 	ds := startDaemons(t, 3, operator)
 	leader, follower := leaderAndFollower(t, ds)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -208,13 +194,13 @@ func TestAFollowerGetsTheCommittedPlanFromTheLeader(t *testing.T) {
 // Only a valid announcement, sent to the leader, is proposed: a forged one
 // and one sent to a follower get an error and leave the plan state as it was.
 func TestTheLeaderProposesOnlyValidAnnouncements(t *testing.T) {
-	key, operator := operatorKey(t)
+	key, operator := newKey(t)
 	ds := startDaemons(t, 2, operator)
 	leader, follower := leaderAndFollower(t, ds)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	stranger, _ := operatorKey(t)
+	stranger, _ := newKey(t)
 	_, forged := sealed(t, stranger, "1.1.6")
 	ans, err := askPropose(ctx, follower.node.Host, leader.node.ID(), forged)
 	if err != nil || !strings.Contains(ans.Error, "not trusted") || ans.Plan != nil {
@@ -235,7 +221,7 @@ func TestTheLeaderProposesOnlyValidAnnouncements(t *testing.T) {
 // With no leader to hand it to, the announcement goes out by gossip, and the
 // next leader proposes it from there.
 func TestWithoutALeaderTheAnnouncementIsPublished(t *testing.T) {
-	key, operator := operatorKey(t)
+	key, operator := newKey(t)
 	ds := startDaemons(t, 2, operator)
 	_, follower := leaderAndFollower(t, ds)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -253,7 +239,7 @@ func TestWithoutALeaderTheAnnouncementIsPublished(t *testing.T) {
 // leadership while committing) is not taken at its word: the announcement
 // is published, and the plan comes from gossip.
 func TestAnAnswerWithoutOutcomeIsNotTakenForOne(t *testing.T) {
-	key, operator := operatorKey(t)
+	key, operator := newKey(t)
 	ds := startDaemons(t, 3, operator)
 	leader, follower := leaderAndFollower(t, ds)
 	var mute *daemon
