@@ -85,23 +85,11 @@ func (c *Coordinator) validateAnnouncement(_ context.Context, from peer.ID, data
 		}
 		return pubsub.ValidationReject
 	}
-	if c.seen(a.ID) {
+	if c.cfg.FSM.Holds(a.ID) {
 		c.log.Debug("announcement already handled", zap.String("plan", a.ID), zap.Stringer("from", from))
 		return pubsub.ValidationIgnore
 	}
 	return pubsub.ValidationAccept
-}
-
-// seen reports whether the plan state already holds the announcement: as a
-// plan or as a refusal. Such a message is a replay.
-func (c *Coordinator) seen(id string) bool {
-	var ok bool
-	c.cfg.FSM.View(func(s *plan.State) {
-		_, p := s.Plans[id]
-		_, r := s.Rejected[id]
-		ok = p || r
-	})
-	return ok
 }
 
 // Announce takes a signed announcement from the local operator: it checks it
@@ -118,7 +106,7 @@ func (c *Coordinator) Announce(ctx context.Context, data []byte) (*plan.Announce
 		c.rejected(err)
 		return nil, nil, err
 	}
-	if c.seen(a.ID) {
+	if c.cfg.FSM.Holds(a.ID) {
 		err := fmt.Errorf("%w: %s", plan.ErrReplayed, a.ID)
 		c.rejected(err)
 		return nil, nil, err

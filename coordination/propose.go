@@ -44,6 +44,9 @@ type proposeAnswer struct {
 func (c *Coordinator) serveProposals(h host.Host) *p2p.Service {
 	return p2p.ServeProtocol(h, proposeProtocol, func(ctx context.Context, st network.Stream) {
 		defer st.Close()
+		// The asking daemon stops waiting after proposeTimeout; so does this.
+		ctx, cancel := context.WithTimeout(ctx, proposeTimeout)
+		defer cancel()
 		_ = st.SetDeadline(time.Now().Add(proposeTimeout))
 		data, err := io.ReadAll(io.LimitReader(st, maxEnvelope+1))
 		var ans proposeAnswer

@@ -133,6 +133,16 @@ func (f *FSM) Plan(id string) *Plan {
 	return nil
 }
 
+// Holds reports whether the state holds announcement id, as a plan or as a
+// refusal: sent again, it is a replay.
+func (f *FSM) Holds(id string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	_, p := f.state.Plans[id]
+	_, r := f.state.Rejected[id]
+	return p || r
+}
+
 // Latest returns a copy of the plan in progress or, when none is, of the most
 // recent plan; nil when there has been none. It copies that one plan only:
 // the agent asks every second, and copying the whole state (every host and

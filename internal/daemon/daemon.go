@@ -425,19 +425,11 @@ func (d *Daemon) awaitAnnounced() {
 	if id == nil {
 		return
 	}
-	held := func() (ok bool) {
-		d.fsm.View(func(s *plan.State) {
-			_, p := s.Plans[*id]
-			_, r := s.Rejected[*id]
-			ok = p || r
-		})
-		return ok
-	}
 	changed, stop := d.fsm.Subscribe()
 	defer stop()
 	timeout := time.NewTimer(announcedWait)
 	defer timeout.Stop()
-	for !held() {
+	for !d.fsm.Holds(*id) {
 		select {
 		case <-changed:
 		case <-timeout.C:
