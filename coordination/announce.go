@@ -225,15 +225,8 @@ func (c *Coordinator) propose(ctx context.Context, data []byte) (Outcome, error)
 
 // outcome is what this daemon's plan state holds of announcement id, if anything.
 func (c *Coordinator) outcome(id string) (out Outcome, ok bool) {
-	c.cfg.FSM.View(func(s *plan.State) {
-		if p, found := s.Plans[id]; found {
-			out.Plan, ok = p.Clone(), true
-		}
-		if r, found := s.Rejected[id]; found {
-			out.Rejected, ok = r.Reason, true
-		}
-	})
-	return out, ok
+	out.Plan, out.Rejected = c.cfg.FSM.Outcome(id)
+	return out, out.Plan != nil || out.Rejected != ""
 }
 
 // rejected tells OnReject the reason class of a refusal.

@@ -143,6 +143,20 @@ func (f *FSM) Holds(id string) bool {
 	return p || r
 }
 
+// Outcome returns what the state holds of announcement id: a copy of its
+// plan, the reason it was refused, or neither.
+func (f *FSM) Outcome(id string) (p *Plan, rejected string) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if x, ok := f.state.Plans[id]; ok {
+		p = x.Clone()
+	}
+	if r, ok := f.state.Rejected[id]; ok {
+		rejected = r.Reason
+	}
+	return p, rejected
+}
+
 // Latest returns a copy of the plan in progress or, when none is, of the most
 // recent plan; nil when there has been none. It copies that one plan only:
 // the agent asks every second, and copying the whole state (every host and

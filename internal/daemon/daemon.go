@@ -463,13 +463,6 @@ func (d *Daemon) Changes() (<-chan struct{}, func()) { return d.fsm.Subscribe() 
 func (d *Daemon) Plan(id string) control.PlanAnswer {
 	d.awaitAnnounced()
 	var ans control.PlanAnswer
-	d.fsm.View(func(s *plan.State) {
-		if p, ok := s.Plans[id]; ok {
-			ans.Plan = p.Clone()
-		}
-		if r, ok := s.Rejected[id]; ok {
-			ans.Rejected = r.Reason
-		}
-	})
+	ans.Plan, ans.Rejected = d.fsm.Outcome(id)
 	return ans
 }
