@@ -45,6 +45,18 @@ type Recorder struct {
 	path string
 	mu   sync.Mutex
 	seen map[eventKey]bool
+
+	// marks holds, for plan markPlan, each host's step and its start as last
+	// looked at: a report changes one host, and the others' events need not
+	// be built and looked up again (at 50 hosts that was 8% of a daemon's
+	// CPU in the outage).
+	markPlan string
+	marks    map[string]hostMark
+}
+
+type hostMark struct {
+	step plan.Step
+	at   time.Time
 }
 
 // Open reads the existing history (to know what is recorded already).
@@ -87,7 +99,7 @@ func Read(path string) ([]Event, error) {
 func Events(st *plan.State) []Event {
 	var out []Event
 	for _, p := range st.Plans {
-		out = append(out, planEvents(p)...)
+		out = append(out, planEvents(p, nil)...)
 	}
 	slices.SortStableFunc(out, byTime)
 	return out
@@ -95,9 +107,14 @@ func Events(st *plan.State) []Event {
 
 func byTime(a, b Event) int { return a.At.Compare(b.At) }
 
-// planEvents lists what the state says happened in plan p, unordered.
-func planEvents(p *plan.Plan) []Event {
-	out := make([]Event, 0, 2+len(p.Approvals)+len(p.Hosts))
+// planEvents lists what the state says happened in plan p, unordered: of
+// the hosts, those that look (nil: all of them).
+func planEvents(p *plan.Plan, look func(id string, h *plan.HostProgress) bool) []Event {
+	n := 2 + len(p.Approvals)
+	if look == nil {
+		n += len(p.Hosts)
+	}
+	out := make([]Event, 0, n)
 	out = append(out, Event{At: p.Created, Plan: p.ID, Kind: "plan", Version: p.Version, Signer: p.Signer,
 		State: "announced", Detail: fmt.Sprintf("%s upgrade of %d hosts to %s", p.Procedure, len(p.Hosts), p.Version)})
 	if p.Phase != plan.PhasePreparing && p.Phase != plan.PhaseProposed {
@@ -111,6 +128,9 @@ func planEvents(p *plan.Plan) []Event {
 		out = append(out, Event{At: ap.At, Plan: p.ID, Kind: "approval", Signer: id, State: "signed"})
 	}
 	for id, h := range p.Hosts {
+		if look != nil && !look(id, h) {
+			continue
+		}
 		detail := h.Detail
 		if h.Error != "" && (h.Step == plan.StepFailed || h.Step == plan.StepRollbackErr || h.Step == plan.StepLeftOut) {
 			detail = h.Error
@@ -125,14 +145,14 @@ func planEvents(p *plan.Plan) []Event {
 // changes no other plan; a refused announcement names no plan of the state);
 // "" looks at every plan.
 func (r *Recorder) Observe(st *plan.State, changed string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	var events []Event
 	if changed == "" {
 		events = Events(st)
 	} else if p, ok := st.Plans[changed]; ok {
-		events = planEvents(p) // unordered: only the new ones are sorted below
+		events = r.changedEvents(p) // unordered: only the new ones are sorted below
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	var fresh []Event
 	for _, e := range events {
 		if e.At.IsZero() || r.seen[e.key()] {
@@ -159,4 +179,20 @@ func (r *Recorder) Observe(st *plan.State, changed string) error {
 		return fmt.Errorf("writing history: %w", err)
 	}
 	return f.Close()
+}
+
+// changedEvents is planEvents without the hosts whose step and its start are
+// as changedEvents last saw them. Called with r.mu held.
+func (r *Recorder) changedEvents(p *plan.Plan) []Event {
+	if r.markPlan != p.ID || r.marks == nil {
+		r.markPlan, r.marks = p.ID, make(map[string]hostMark, len(p.Hosts))
+	}
+	return planEvents(p, func(id string, h *plan.HostProgress) bool {
+		m := hostMark{step: h.Step, at: h.StepStarted}
+		if old, ok := r.marks[id]; ok && old.step == m.step && old.at.Equal(m.at) {
+			return false
+		}
+		r.marks[id] = m
+		return true
+	})
 }
