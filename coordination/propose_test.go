@@ -1,10 +1,10 @@
 package coordination
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -250,7 +250,10 @@ func TestAnAnswerWithoutOutcomeIsNotTakenForOne(t *testing.T) {
 	}
 	mute.node.Host.SetStreamHandler(proposeProtocol, func(st network.Stream) {
 		defer st.Close()
-		_, _ = io.Copy(io.Discard, st)
+		if _, err := readEnvelope(bufio.NewReader(st)); err != nil {
+			_ = st.Reset()
+			return
+		}
 		_, _ = st.Write([]byte("{}\n"))
 	})
 	follower.coord.leader = func() (peer.ID, bool) { return mute.node.ID(), true }

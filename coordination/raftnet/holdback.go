@@ -50,6 +50,55 @@ type holdback struct {
 	changed chan struct{} // closed by wake; nil while nobody waits
 
 	held, timedOut atomic.Int64 // appends held, and those sent after max
+
+	// fence, while some quiet is under way, is one more than the commit
+	// index when the first of them began: commands committed past it are
+	// not released (0: no quiet). quiets counts them, under qmu.
+	fence  atomic.Uint64
+	qmu    sync.Mutex
+	quiets int
+}
+
+// quiet stops releasing commands committed from now on to non-voters, until
+// release is called or max has passed; quiets under way at once end with
+// the last of them.
+func (h *holdback) quiet(max time.Duration) (release func()) {
+	h.qmu.Lock()
+	if h.quiets == 0 {
+		var commit uint64
+		if rp := h.raft.Load(); rp != nil {
+			commit = (*rp).CommitIndex()
+		}
+		h.fence.Store(commit + 1)
+	}
+	h.quiets++
+	h.qmu.Unlock()
+	var once sync.Once
+	end := func() {
+		once.Do(func() {
+			h.qmu.Lock()
+			if h.quiets--; h.quiets == 0 {
+				h.fence.Store(0)
+			}
+			h.qmu.Unlock()
+			h.wake()
+		})
+	}
+	t := time.AfterFunc(max, end)
+	return func() {
+		t.Stop()
+		end()
+	}
+}
+
+// released is how far the log may be given to non-voters: the commit index,
+// or less while a quiet is under way.
+func (h *holdback) released(r commitView) uint64 {
+	commit := r.CommitIndex()
+	if f := h.fence.Load(); f != 0 && f-1 < commit {
+		return f - 1
+	}
+	return commit
 }
 
 func newHoldback(max time.Duration) *holdback { return &holdback{max: max} }
@@ -149,7 +198,7 @@ func (h *holdback) hold(id raft.ServerID, args *raft.AppendEntriesRequest) bool 
 		return false
 	}
 	r := *rp
-	if commit := r.CommitIndex(); commit >= lastCommand(args.Entries) {
+	if commit := h.released(r); commit >= lastCommand(args.Entries) {
 		args.LeaderCommitIndex = max(args.LeaderCommitIndex, commit)
 		return false
 	}
@@ -158,7 +207,7 @@ func (h *holdback) hold(id raft.ServerID, args *raft.AppendEntriesRequest) bool 
 	defer timer.Stop()
 	for {
 		changed := h.waitCh() // before looking, so that no wake is missed
-		commit := r.CommitIndex()
+		commit := h.released(r)
 		if commit >= first {
 			// raft reads what was sent from args.Entries once answered, so
 			// the member's next index follows the cut.

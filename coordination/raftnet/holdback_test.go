@@ -269,3 +269,86 @@ func TestNonvotersGetCommandsOnceTheVotersCommitted(t *testing.T) {
 	}
 	t.Logf("%d appends with commands to the non-voter, %d held", toNonvoter, leader.raft.hold.held.Load())
 }
+
+// A quiet keeps what is committed after it began from the non-voters until
+// it is released; what was committed before it goes at once.
+func TestHoldbackQuietKeepsNewCommitsFromNonvoters(t *testing.T) {
+	h, v := newTestHoldback(time.Hour, 4)
+	release := h.quiet(time.Hour)
+	if h.hold("nv", appendOf(3, entry(4, raft.LogCommand))) {
+		t.Error("held a command committed before the quiet began")
+	}
+	args := appendOf(4, entry(5, raft.LogCommand), entry(6, raft.LogCommand))
+	done := make(chan bool)
+	go func() { done <- h.hold("nv", args) }()
+	v.commit.Store(6)
+	h.wake()
+	select {
+	case <-done:
+		t.Fatal("sent commands committed during the quiet before its release")
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("still held 10s after the quiet's release")
+	}
+	if got := entryIndexes(args); args.LeaderCommitIndex != 6 || !slices.Equal(got, []uint64{5, 6}) {
+		t.Errorf("sent entries %v with commit index %d, want 5 and 6 with 6", got, args.LeaderCommitIndex)
+	}
+	release() // a second release ends nothing more
+	if f := h.fence.Load(); f != 0 {
+		t.Errorf("fence %d after the release, want none", f)
+	}
+}
+
+// Quiets under way at once end with the last of them, and each ends by
+// itself after its max.
+func TestHoldbackQuietsNestAndEndAfterMax(t *testing.T) {
+	h, v := newTestHoldback(time.Hour, 4)
+	first := h.quiet(time.Hour)
+	second := h.quiet(50 * time.Millisecond)
+	v.commit.Store(5)
+	first()
+	if got := h.released(v); got != 4 {
+		t.Fatalf("released up to %d with a quiet still under way, want 4", got)
+	}
+	eventually(t, 10*time.Second, "the second quiet to end after its max", func() bool { return h.released(v) == 5 })
+	second() // after its max: changes nothing
+	if f := h.fence.Load(); f != 0 {
+		t.Errorf("fence %d after both ended, want none", f)
+	}
+}
+
+// In a real group, a command committed while the leader is quiet reaches
+// the non-voter only once the quiet is released.
+func TestANonvoterHearsOfACommitAfterTheLeadersQuiet(t *testing.T) {
+	ms := group(t, 4, testLogger(t), func(c *Config) {
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 3*time.Second, 3*time.Second, time.Second
+		c.MaxVoters = 3
+		c.holdbackMax = time.Minute
+	})
+	_, nonvoters := waitSuffrage(t, ms, 3, 1)
+	leader := currentLeader(ms)
+	if leader == nil {
+		t.Fatal("no leader")
+	}
+	eventually(t, 10*time.Second, "the leader knows the non-voter", func() bool {
+		return leader.raft.hold.isNonvoter(raft.ServerID(nonvoters[0]))
+	})
+	nv := memberByID(ms, nonvoters[0])
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	release := leader.raft.Quiet(time.Minute)
+	if _, err := leader.raft.Apply(ctx, []byte("during the quiet")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * DefaultCommitTimeout) // the non-voter's appends keep coming meanwhile
+	if nv.fsm.has("during the quiet") {
+		t.Fatal("the non-voter applied a command committed during the leader's quiet")
+	}
+	release()
+	eventually(t, 10*time.Second, "the non-voter applies the command after the quiet", func() bool { return nv.fsm.has("during the quiet") })
+}
