@@ -184,24 +184,32 @@ func TestHoldbackStopsHoldingAPromotedMember(t *testing.T) {
 	}
 }
 
-// TestNonvotersGetCommandsOnceTheVotersCommitted runs a real group of three
-// voters and a non-voter, and watches every append the leader sends.
-func TestNonvotersGetCommandsOnceTheVotersCommitted(t *testing.T) {
-	// Long timeouts: the hooks watch one leader, which a busy machine
-	// must not depose.
-	ms := group(t, 4, testLogger(t), func(c *Config) {
+// groupWithANonvoter starts a real group of three voters and a non-voter,
+// whose leader holds appends to the non-voter for up to a minute, and
+// waits until the leader knows the non-voter as one.
+func groupWithANonvoter(t *testing.T) (ms []*member, leader *member, nonvoters []string) {
+	t.Helper()
+	// Long timeouts: the tests watch one leader, which a busy machine must
+	// not depose.
+	ms = group(t, 4, testLogger(t), func(c *Config) {
 		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 3*time.Second, 3*time.Second, time.Second
 		c.MaxVoters = 3
 		c.holdbackMax = time.Minute
 	})
-	_, nonvoters := waitSuffrage(t, ms, 3, 1)
-	leader := currentLeader(ms)
-	if leader == nil {
+	_, nonvoters = waitSuffrage(t, ms, 3, 1)
+	if leader = currentLeader(ms); leader == nil {
 		t.Fatal("no leader")
 	}
 	eventually(t, 10*time.Second, "the leader knows the non-voter", func() bool {
 		return leader.raft.hold.isNonvoter(raft.ServerID(nonvoters[0]))
 	})
+	return ms, leader, nonvoters
+}
+
+// TestNonvotersGetCommandsOnceTheVotersCommitted runs a real group of three
+// voters and a non-voter, and watches every append the leader sends.
+func TestNonvotersGetCommandsOnceTheVotersCommitted(t *testing.T) {
+	ms, leader, nonvoters := groupWithANonvoter(t)
 	var mu sync.Mutex
 	var early []string
 	var toNonvoter, toVoters int
@@ -324,19 +332,7 @@ func TestHoldbackQuietsNestAndEndAfterMax(t *testing.T) {
 // In a real group, a command committed while the leader is quiet reaches
 // the non-voter only once the quiet is released.
 func TestANonvoterHearsOfACommitAfterTheLeadersQuiet(t *testing.T) {
-	ms := group(t, 4, testLogger(t), func(c *Config) {
-		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 3*time.Second, 3*time.Second, time.Second
-		c.MaxVoters = 3
-		c.holdbackMax = time.Minute
-	})
-	_, nonvoters := waitSuffrage(t, ms, 3, 1)
-	leader := currentLeader(ms)
-	if leader == nil {
-		t.Fatal("no leader")
-	}
-	eventually(t, 10*time.Second, "the leader knows the non-voter", func() bool {
-		return leader.raft.hold.isNonvoter(raft.ServerID(nonvoters[0]))
-	})
+	ms, leader, nonvoters := groupWithANonvoter(t)
 	nv := memberByID(ms, nonvoters[0])
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
