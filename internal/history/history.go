@@ -48,7 +48,7 @@ type Recorder struct {
 
 	// marks holds, for plan markPlan, each host's step and its start as last
 	// looked at: a report changes one host, and the others' events need not
-	// be built and looked up again (at 50 hosts that was 8% of a daemon's
+	// be built and looked up again (at 50 hosts that was 10% of the daemons'
 	// CPU in the outage).
 	markPlan string
 	marks    map[string]hostMark
