@@ -121,3 +121,49 @@ func TestAdvertScheduleHoldsPeriodicAdvertsWhileQuiet(t *testing.T) {
 		t.Fatal("after the asked-for advertisement, the next periodic one was not held")
 	}
 }
+
+// While the node's addresses are on record, periodic advertisements are
+// skipped and one asked for still goes; once they are not, advertisements
+// resume at the interval reached, not at the base one.
+func TestAdvertScheduleSkipsPeriodicAdvertsWhileOnRecord(t *testing.T) {
+	start := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+	base := time.Second
+	onRecord := true
+	recorded := func() bool { return onRecord }
+	s := newAdvertSchedule(start, base)
+	var published []time.Duration
+	run := func(from, to time.Duration) {
+		for now := start.Add(from); now.Sub(start) <= to; now = now.Add(10 * time.Millisecond) {
+			if now.Before(s.next) {
+				continue
+			}
+			if s.skipPeriodic(recorded) {
+				s.skipped(now)
+				continue
+			}
+			published = append(published, now.Sub(start))
+			s.published(now)
+		}
+	}
+	run(0, 20*time.Second)
+	if len(published) != 0 {
+		t.Fatalf("on record: advertised at %v, want no periodic advertisement", published)
+	}
+	s.connected(start.Add(20 * time.Second))
+	run(20*time.Second, 21*time.Second)
+	if !slices.Equal(published, []time.Duration{20200 * time.Millisecond}) {
+		t.Fatalf("on record, a new connection at 20s: advertised at %v, want at 20.2s", published)
+	}
+	if s.skipPeriodic(nil) || s.skipPeriodic(func() bool { return false }) {
+		t.Fatal("a periodic advertisement was skipped with the addresses not on record")
+	}
+	// Skipped at 1, 3, 7, 15 s; after the asked one at 20.2 s the interval
+	// starts over from base, and 21.2 and 23.2 s are skipped too. Off the
+	// record from 24 s: the next, due 23.2 + 4 s, goes.
+	run(20*time.Second+210*time.Millisecond, 24*time.Second)
+	onRecord = false
+	run(24*time.Second+10*time.Millisecond, 30*time.Second)
+	if want := []time.Duration{20200 * time.Millisecond, 27200 * time.Millisecond}; !slices.Equal(published, want) {
+		t.Fatalf("off the record from 24s: advertised at %v, want %v", published, want)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -47,8 +48,15 @@ type Config struct {
 	// while it returns true (for at most 30s past their time); see
 	// advertSchedule.holdPeriodic. Advertisements for new connections and
 	// AdvertiseSoon never wait. Called from the advertising loop only.
-	Quiet  func() bool
-	Logger *zap.Logger
+	Quiet func() bool
+	// OnRecord, when set, tells whether this node's current addresses are
+	// on record where every daemon reads them (the daemon's plan state,
+	// which every daemon hands its swarm): its periodic advertisements are
+	// skipped while it returns true; see advertSchedule.skipPeriodic.
+	// Advertisements for new connections and AdvertiseSoon still go. Called
+	// from the advertising loop only.
+	OnRecord func() bool
+	Logger   *zap.Logger
 
 	// tlsFirst offers TLS before Noise, as daemons before Noise came first
 	// did: tests use it to stand for such a daemon.
@@ -93,6 +101,7 @@ type Node struct {
 	cfg        Config
 	keep       *keeper
 	advertSoon chan struct{} // see AdvertiseSoon
+	advertised atomic.Int64  // advertisements published, for tests
 	// stopLoops ends the reconnect and advertising loops (tracked by wg);
 	// stopPubSub ends gossipsub once no topic is left.
 	stopLoops, stopPubSub context.CancelFunc

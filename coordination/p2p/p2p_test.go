@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,6 +42,7 @@ type nodeOpts struct {
 	bootstrap []string
 	keep      int
 	quiet     func() bool
+	onRecord  func() bool
 	tlsFirst  bool // an older daemon's order
 }
 
@@ -59,7 +61,7 @@ func startNode(t *testing.T, o nodeOpts) *Node {
 		IdentityFile: filepath.Join(o.dir, "identity.key"), ListenAddrs: []string{o.listen},
 		Secret: o.secret, Bootstrap: o.bootstrap, Logger: zaptest.NewLogger(t),
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
-		AdvertiseInterval: 200 * time.Millisecond, Keep: o.keep, Quiet: o.quiet,
+		AdvertiseInterval: 200 * time.Millisecond, Keep: o.keep, Quiet: o.quiet, OnRecord: o.onRecord,
 		tlsFirst: o.tlsFirst,
 	})
 	if err != nil {
@@ -296,6 +298,34 @@ func TestPeersLearnEachOther(t *testing.T) {
 	b := startNode(t, nodeOpts{bootstrap: addrStrings(a)})
 	c := startNode(t, nodeOpts{bootstrap: addrStrings(a)})
 	eventually(t, 15*time.Second, "b and c connected", func() bool { return connected(b, c) })
+}
+
+// A node whose addresses are on record stops its periodic advertisements
+// but still advertises for a new connection, and resumes once off the
+// record.
+func TestNodeOnRecordAdvertisesOnlyForNewConnections(t *testing.T) {
+	var onRecord atomic.Bool
+	a := startNode(t, nodeOpts{onRecord: onRecord.Load})
+	b := startNode(t, nodeOpts{bootstrap: addrStrings(a)})
+	eventually(t, 10*time.Second, "b connected to a", func() bool { return connected(b, a) })
+	eventually(t, 10*time.Second, "a advertised for b's connection", func() bool { return a.advertised.Load() > 0 })
+
+	onRecord.Store(true)
+	time.Sleep(500 * time.Millisecond) // an advertisement already on its way
+	before := a.advertised.Load()
+	time.Sleep(2 * time.Second) // intervals of 200ms doubling to 3.2s: several due
+	if got := a.advertised.Load(); got != before {
+		t.Fatalf("on record, a advertised %d times in 2s without a new connection", got-before)
+	}
+
+	c := startNode(t, nodeOpts{bootstrap: addrStrings(a)})
+	eventually(t, 10*time.Second, "c connected to a", func() bool { return connected(c, a) })
+	eventually(t, 5*time.Second, "a advertised for c's connection", func() bool { return a.advertised.Load() > before })
+	eventually(t, 15*time.Second, "b and c connected through a's advertisement", func() bool { return connected(b, c) })
+
+	onRecord.Store(false)
+	after := a.advertised.Load()
+	eventually(t, 10*time.Second, "a advertised periodically off the record", func() bool { return a.advertised.Load() > after })
 }
 
 // A bootstrap peer that restarts is reconnected without help.

@@ -1,17 +1,22 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/zap"
 
+	"github.com/upgraded/upgraded/coordination/p2p"
 	"github.com/upgraded/upgraded/coordination/plan"
 )
 
@@ -88,5 +93,39 @@ func TestRegisteredAddressesMakeAHostDialable(t *testing.T) {
 	<-done
 	if err := dial(); err != nil {
 		t.Fatalf("dialling b after its registered addresses were given: %v", err)
+	}
+}
+
+// The swarm's periodic advertisements stop once the plan state records the
+// daemon's current addresses, and resume when the record is of other
+// addresses (the daemon now listens elsewhere).
+func TestAddressesOnRecordOnceRegistered(t *testing.T) {
+	node, err := p2p.New(context.Background(), p2p.Config{IdentityFile: filepath.Join(t.TempDir(), "identity.key"),
+		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Secret: bytes.Repeat([]byte{7}, p2p.SecretSize), Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	d := &Daemon{node: node, fsm: plan.NewFSM(zap.NewNop())}
+	if d.addrsOnRecord() {
+		t.Fatal("addresses on record in an empty plan state")
+	}
+	register := func(index uint64, addrs []string) {
+		h := plan.Host{ID: node.ID().String(), Addrs: addrs}
+		if res := d.fsm.Apply(&raft.Log{Index: index, Data: plan.Command{Op: plan.OpRegister, Host: &h}.Encode()}); res != nil {
+			if err, ok := res.(error); ok {
+				t.Fatalf("registering: %v", err)
+			}
+		}
+	}
+	own := d.addrs()
+	slices.Reverse(own) // the order does not matter
+	register(1, own)
+	if !d.addrsOnRecord() {
+		t.Fatalf("addresses %v not on record after registering them", own)
+	}
+	register(2, []string{"/ip4/127.0.0.1/tcp/1/p2p/" + node.ID().String()})
+	if d.addrsOnRecord() {
+		t.Fatal("addresses on record while the state holds others")
 	}
 }

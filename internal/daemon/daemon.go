@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,7 +110,7 @@ func (d *Daemon) buildNetwork(ctx context.Context) error {
 	d.fsm = plan.NewFSM(d.log)
 	d.node, err = p2p.New(ctx, p2p.Config{IdentityFile: d.cfg.IdentityFile(), ListenAddrs: d.cfg.Listen,
 		Secret: d.svc.Secret, Bootstrap: d.cfg.Bootstrap, Keep: d.cfg.ConnectedDaemons, Logger: d.log,
-		Quiet: d.restarting})
+		Quiet: d.restarting, OnRecord: d.addrsOnRecord})
 	if err != nil {
 		return fmt.Errorf("starting the daemons' swarm: %w", err)
 	}
@@ -396,6 +397,23 @@ func (d *Daemon) restarting() bool {
 		}
 	})
 	return yes
+}
+
+// addrsOnRecord tells whether the plan state records this daemon's current
+// libp2p addresses: every daemon hands its swarm the registered addresses
+// (see keepRegisteredAddrs), so the swarm's periodic advertisements of them
+// are redundant (p2p Config.OnRecord).
+func (d *Daemon) addrsOnRecord() bool {
+	own := d.addrs()
+	slices.Sort(own)
+	var recorded []string
+	d.fsm.View(func(s *plan.State) {
+		if h, ok := s.Hosts[d.node.ID().String()]; ok {
+			recorded = slices.Clone(h.Addrs)
+		}
+	})
+	slices.Sort(recorded)
+	return len(own) > 0 && slices.Equal(recorded, own)
 }
 
 // Announce implements control.Backend.
