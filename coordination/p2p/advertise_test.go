@@ -138,7 +138,7 @@ func TestAdvertScheduleSkipsPeriodicAdvertsWhileOnRecord(t *testing.T) {
 				continue
 			}
 			if s.skipPeriodic(recorded) {
-				s.skipped(now)
+				s.schedule(now)
 				continue
 			}
 			published = append(published, now.Sub(start))
