@@ -98,10 +98,7 @@ func (d *daemon) handleSync(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	since, _ := strconv.ParseUint(q.Get("since"), 10, 64)
-	epoch, entries, last, more := d.state.since(since, syncPageSize)
-	if q.Get("epoch") != epoch && since != 0 {
-		_, entries, last, more = d.state.since(0, syncPageSize)
-	}
+	epoch, entries, last, more := d.state.pull(q.Get("epoch"), since, q.Get("digest"), syncPageSize)
 	adv := d.advert()
 	resp := syncResponse{
 		ID: d.id.ID, RPC: d.opts.Profile.RPCProtocol, Epoch: epoch, Last: last, More: more,
@@ -314,7 +311,7 @@ func (d *daemon) syncWith(ctx context.Context, a Addr) (news bool) {
 
 func (d *daemon) syncPage(ctx context.Context, a Addr) (more, news bool, err error) {
 	cur := d.peers.cursor(a.HostPort())
-	q := url.Values{"epoch": {cur.epoch}, "since": {strconv.FormatUint(cur.last, 10)}}
+	q := url.Values{"epoch": {cur.epoch}, "since": {strconv.FormatUint(cur.last, 10)}, "digest": {d.state.digestString()}}
 	if cur.infoTag != "" {
 		q.Set("info_tag", cur.infoTag)
 	}

@@ -197,7 +197,8 @@ func rewriteCRDTPeers(t *testing.T, dir, secret, first string) {
 
 // An idle sync answer leaves out the info and address list the asking peer
 // already holds (named by the tags it sends back), and carries them again
-// when they differ.
+// when they differ. The entries are left out too when the asking peer's
+// digest says it holds the same: a restarted peer is not sent the pinset.
 func TestSyncLeavesOutWhatTheAskerHolds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -206,9 +207,9 @@ func TestSyncLeavesOutWhatTheAskerHolds(t *testing.T) {
 	if err := poll(ctx, func() bool { return countPeers(ctx, api0) == 2 }); err != nil {
 		t.Fatalf("peer 0 never listed both peers: %v", err)
 	}
-	ask := func(infoTag, knownTag string) syncResponse {
+	ask := func(infoTag, knownTag, digest string) syncResponse {
 		t.Helper()
-		q := url.Values{"info_tag": {infoTag}, "known_tag": {knownTag}}
+		q := url.Values{"info_tag": {infoTag}, "known_tag": {knownTag}, "digest": {digest}}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+cluster0+"/_sim/sync?"+q.Encode(), nil)
 		req.Header.Set(headerSecret, secret)
 		resp, err := http.DefaultClient.Do(req)
@@ -222,15 +223,34 @@ func TestSyncLeavesOutWhatTheAskerHolds(t *testing.T) {
 		}
 		return sr
 	}
-	full := ask("", "")
+	full := ask("", "", "")
 	if len(full.Info) == 0 || len(full.Known) == 0 || full.InfoTag == "" || full.KnownTag == "" {
 		t.Fatalf("a first sync answer lacks info or addresses: %+v", full)
 	}
-	if idle := ask(full.InfoTag, full.KnownTag); len(idle.Info) != 0 || len(idle.Known) != 0 {
+	if idle := ask(full.InfoTag, full.KnownTag, ""); len(idle.Info) != 0 || len(idle.Known) != 0 {
 		t.Fatalf("an answer to a peer holding both tags repeats them: info %s, known %v", idle.Info, idle.Known)
 	}
-	if stale := ask("stale", "stale"); len(stale.Info) == 0 || len(stale.Known) == 0 {
+	if stale := ask("stale", "stale", ""); len(stale.Info) == 0 || len(stale.Known) == 0 {
 		t.Fatalf("an answer to a peer holding other content leaves it out: %+v", stale)
+	}
+	c := "bafkreic3j4iknv3blrjuuzwbcuxg67oghg2vuhdfj2flj2c6ghdlktqzby"
+	resp, err := http.Post(api0+"/pins/"+c, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	withPin := ask("", "", "")
+	if len(withPin.Entries) != 1 || withPin.Entries[0].CID != c {
+		t.Fatalf("a first sync answer after a pin: entries %+v, want the pin", withPin.Entries)
+	}
+	holder := newPinState(loadedState{Entries: withPin.Entries}, &memBackend{})
+	same := ask("", "", holder.digestString())
+	if len(same.Entries) != 0 || same.More || same.Last != withPin.Last || same.Epoch != withPin.Epoch {
+		t.Fatalf("an asker holding the same entries got %d entries, last %d (want none, last %d)", len(same.Entries), same.Last, withPin.Last)
+	}
+	empty := newPinState(loadedState{}, &memBackend{})
+	if other := ask("", "", empty.digestString()); len(other.Entries) != 1 {
+		t.Fatalf("an asker holding nothing got %d entries, want the pin", len(other.Entries))
 	}
 }
 

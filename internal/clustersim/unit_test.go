@@ -236,3 +236,64 @@ func TestBuildServiceJSONSections(t *testing.T) {
 		}
 	}
 }
+
+// TestPullSkipsWhatTheAskerHolds: a peer whose digest matches gets no
+// entries and a cursor at the latest change; one that differs gets them all.
+func TestPullSkipsWhatTheAskerHolds(t *testing.T) {
+	var es []Entry
+	for i, c := range []string{"a", "b", "c"} {
+		es = append(es, Entry{CID: c, Clock: uint64(i + 1), Origin: "p"})
+	}
+	remote := newPinState(loadedState{Entries: es}, &memBackend{})
+	// The same entries loaded in another order give the same digest.
+	same := newPinState(loadedState{Entries: []Entry{es[2], es[0], es[1]}}, &memBackend{})
+	behind := newPinState(loadedState{Entries: es[:2]}, &memBackend{})
+	if same.digestString() != remote.digestString() {
+		t.Fatalf("same entries, digests %s and %s", same.digestString(), remote.digestString())
+	}
+	if behind.digestString() == remote.digestString() {
+		t.Fatal("a state lacking an entry has the same digest")
+	}
+	epoch, page, last, more := remote.pull("", 0, same.digestString(), 10)
+	if len(page) != 0 || more || last != 3 || epoch != remote.epoch {
+		t.Fatalf("matching digest: %d entries, last %d, more %v", len(page), last, more)
+	}
+	if _, page, _, _ = remote.pull("", 0, behind.digestString(), 10); len(page) != 3 {
+		t.Fatalf("digest behind: %d entries, want all 3", len(page))
+	}
+	// A removal changes the digest, and pulling from the cursor gets it.
+	if _, err := remote.stampLocal(Entry{CID: "b", Deleted: true}, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if remote.digestString() == same.digestString() {
+		t.Fatal("digest unchanged by a removal")
+	}
+	if _, page, _, _ = remote.pull(epoch, last, same.digestString(), 10); len(page) != 1 || !page[0].Deleted {
+		t.Fatalf("after the removal: %+v", page)
+	}
+}
+
+// TestPullAfterRestartMissesNothing: seqs are given afresh at load, so a
+// cursor taken before the remote restarted must not skip a change that the
+// renumbering moved below it.
+func TestPullAfterRestartMissesNothing(t *testing.T) {
+	store := &memBackend{}
+	before := newPinState(loadedState{}, store)
+	for _, c := range []string{"a", "b"} {
+		if _, err := before.stampLocal(Entry{CID: c}, "p"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	epoch, _, last, _ := before.pull("", 0, "", 10) // the asker holds a and b, up to seq 2
+	if _, err := before.stampLocal(Entry{CID: "a", Name: "renamed"}, "p"); err != nil {
+		t.Fatal(err) // seq 3, which the reload numbers 2
+	}
+	after := newPinState(loadedState{Epoch: epoch, Entries: before.live()}, &memBackend{})
+	_, page, _, _ := after.pull(epoch, last, "", 10)
+	for _, e := range page {
+		if e.CID == "a" && e.Name == "renamed" {
+			return
+		}
+	}
+	t.Fatalf("pull from the old cursor after a restart: %+v, lacks the renamed a", page)
+}
