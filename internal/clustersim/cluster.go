@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -317,6 +318,10 @@ func (d *daemon) syncPage(ctx context.Context, a Addr) (more, news bool, err err
 	}
 	if cur.knownTag != "" {
 		q.Set("known_tag", cur.knownTag)
+	} else {
+		// Nothing heard from it yet (a restart): if it knows the same
+		// addresses as this peer, its list is not needed.
+		q.Set("known_tag", d.advert().knownTag)
 	}
 	resp, err := d.peerRequest(ctx, http.MethodGet, a, "/_sim/sync?"+q.Encode(), nil)
 	if err != nil {
@@ -432,12 +437,15 @@ func (d *daemon) advert() *advert {
 	if d.adv != nil && now.Sub(d.adv.at) < advertTTL {
 		return d.adv
 	}
-	a := &advert{at: now, info: d.selfIDJSON()}
+	a := &advert{at: now, info: d.selfIDJSON(), known: []string{d.listen.WithPeer(d.id.ID)}}
 	for _, k := range d.peers.all() {
 		if k.PeerID != "" {
 			a.known = append(a.known, k.WithPeer(k.PeerID))
 		}
 	}
+	// Self included and sorted, so that two peers knowing the same cluster
+	// have the same list and tag (see syncPage).
+	sort.Strings(a.known)
 	a.infoTag, a.knownTag = contentTag(a.info), contentTag([]byte(strings.Join(a.known, " ")))
 	d.adv = a
 	return a

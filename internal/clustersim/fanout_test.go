@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -233,6 +234,13 @@ func TestSyncLeavesOutWhatTheAskerHolds(t *testing.T) {
 	if stale := ask("stale", "stale", ""); len(stale.Info) == 0 || len(stale.Known) == 0 {
 		t.Fatalf("an answer to a peer holding other content leaves it out: %+v", stale)
 	}
+	// The list holds the answering peer itself, sorted: a peer that knows
+	// the same addresses has the same list, hence the same tag.
+	self := "/ip4/127.0.0.1/tcp/" + cluster0[strings.LastIndex(cluster0, ":")+1:] + "/p2p/" + full.ID
+	if !slices.Contains(full.Known, self) || !slices.IsSorted(full.Known) || len(full.Known) != 2 {
+		t.Fatalf("address list %v: want both peers, %s among them, sorted", full.Known, self)
+	}
+
 	c := "bafkreic3j4iknv3blrjuuzwbcuxg67oghg2vuhdfj2flj2c6ghdlktqzby"
 	resp, err := http.Post(api0+"/pins/"+c, "", nil)
 	if err != nil {
