@@ -113,9 +113,14 @@ func shareBetween(s []cpuSample, from, to time.Time) *cpuShare {
 }
 
 func (c *cpuShare) String() string {
+	return c.of("daemons")
+}
+
+// of is String with the sampled processes called who.
+func (c *cpuShare) of(who string) string {
 	if c == nil {
 		return "not measured (window too short)"
 	}
-	return fmt.Sprintf("daemons %.2f of %d cores, whole machine %.2f (sampled over %s)",
-		c.Daemons, runtime.NumCPU(), c.Machine, c.Window.Round(100*time.Millisecond))
+	return fmt.Sprintf("%s %.2f of %d cores, whole machine %.2f (sampled over %s)",
+		who, c.Daemons, runtime.NumCPU(), c.Machine, c.Window.Round(100*time.Millisecond))
 }
