@@ -77,17 +77,38 @@ func newLogger(w io.Writer, level string) *zap.Logger {
 		EncodeName:     zapcore.FullNameEncoder,
 		EncodeDuration: zapcore.StringDurationEncoder,
 	}
-	lvl := zapcore.InfoLevel
-	switch strings.ToLower(level) {
-	case "debug":
-		lvl = zapcore.DebugLevel
-	case "warning", "warn":
-		lvl = zapcore.WarnLevel
-	case "error", "critical":
-		lvl = zapcore.ErrorLevel
-	}
-	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(w), lvl)
+	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(w), logLevel(level))
 	return zap.New(core)
+}
+
+// logLevel reads a --loglevel value: an overall level, or a list of them
+// with component-wise ones ("info,cluster:debug"). The simulator logs as
+// one component, so the most verbose level named anywhere applies; an
+// empty or unknown value is info.
+func logLevel(spec string) zapcore.Level {
+	lvl := zapcore.InfoLevel
+	for i, part := range strings.Split(spec, ",") {
+		if _, l, ok := strings.Cut(part, ":"); ok {
+			part = l
+		}
+		var l zapcore.Level
+		switch strings.ToLower(strings.TrimSpace(part)) {
+		case "debug":
+			l = zapcore.DebugLevel
+		case "info":
+			l = zapcore.InfoLevel
+		case "warning", "warn":
+			l = zapcore.WarnLevel
+		case "error", "critical", "fatal", "panic", "dpanic":
+			l = zapcore.ErrorLevel
+		default:
+			continue
+		}
+		if i == 0 || l < lvl {
+			lvl = l
+		}
+	}
+	return lvl
 }
 
 // confirm asks a yes/no question on stdin; anything but y/yes is no.

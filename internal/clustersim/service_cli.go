@@ -67,11 +67,7 @@ func RunService(ctx context.Context, args []string, stdio IO, p Profile, fault s
 		return 1
 	}
 	s := &service{io: stdio, profile: p, fault: fault, dir: configDir(g["config"]), force: g["force"] == "true"}
-	level := g["loglevel"]
-	if g["debug"] == "true" {
-		level = "debug"
-	}
-	s.log = newLogger(stdio.Stderr, level)
+	s.log = newLogger(stdio.Stderr, serviceLogLevel(g, os.Getenv))
 	defer s.log.Sync() //nolint:errcheck // stderr
 	switch {
 	case g["version"] == "true":
@@ -86,6 +82,19 @@ func RunService(ctx context.Context, args []string, stdio IO, p Profile, fault s
 		return 1
 	}
 	return 0
+}
+
+// serviceLogLevel is the log level the global flags ask for: --debug, else
+// --loglevel, else $IPFS_CLUSTER_LOG_LEVEL (the flag's environment variable,
+// as the real help text says), else info.
+func serviceLogLevel(g map[string]string, getenv func(string) string) string {
+	if g["debug"] == "true" {
+		return "debug"
+	}
+	if l := g["loglevel"]; l != "" {
+		return l
+	}
+	return getenv("IPFS_CLUSTER_LOG_LEVEL")
 }
 
 // splitGlobal separates global flags (before the command) from the rest.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 func TestCompareVersions(t *testing.T) {
@@ -296,4 +297,34 @@ func TestPullAfterRestartMissesNothing(t *testing.T) {
 		}
 	}
 	t.Fatalf("pull from the old cursor after a restart: %+v, lacks the renamed a", page)
+}
+
+// The log level comes from --debug, else --loglevel, else the flag's
+// environment variable, as the real service's help text says.
+func TestServiceLogLevel(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "IPFS_CLUSTER_LOG_LEVEL" {
+				return v
+			}
+			return ""
+		}
+	}
+	for _, c := range []struct {
+		flags map[string]string
+		env   string
+		want  zapcore.Level
+	}{
+		{map[string]string{}, "", zapcore.InfoLevel},
+		{map[string]string{}, "debug", zapcore.DebugLevel},
+		{map[string]string{"loglevel": "error"}, "debug", zapcore.ErrorLevel},
+		{map[string]string{"debug": "true", "loglevel": "error"}, "", zapcore.DebugLevel},
+		{map[string]string{}, "error,cluster:debug", zapcore.DebugLevel},
+		{map[string]string{"loglevel": "warn,pintracker:error"}, "", zapcore.WarnLevel},
+		{map[string]string{"loglevel": "nonsense"}, "", zapcore.InfoLevel},
+	} {
+		if got := logLevel(serviceLogLevel(c.flags, env(c.env))); got != c.want {
+			t.Errorf("flags %v, $IPFS_CLUSTER_LOG_LEVEL=%q: level %s, want %s", c.flags, c.env, got, c.want)
+		}
+	}
 }
