@@ -15,6 +15,7 @@ type cpuSample struct {
 	at      time.Time
 	daemons float64 // seconds of CPU of the daemon processes
 	busy    float64 // seconds of CPU the machine spent on anything but idling
+	steal   float64 // of busy, the seconds the hypervisor gave to other guests
 }
 
 // clockTicks is USER_HZ, the unit of /proc's CPU times (100 on Linux).
@@ -41,23 +42,29 @@ func procCPU(pid int) float64 {
 }
 
 // machineBusy is the CPU seconds the machine spent other than idle or
-// waiting for I/O, over all its CPUs (the first line of /proc/stat).
-func machineBusy() float64 {
+// waiting for I/O, over all its CPUs (the first line of /proc/stat), and
+// of those the steal: time this virtual machine was ready to run and the
+// hypervisor ran another guest. Steal is counted busy since the machine's
+// processes were kept from running; it is printed apart because it varies
+// with the neighbours, not with what this benchmark does.
+func machineBusy() (busy, steal float64) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	line, _, _ := bytes.Cut(b, []byte("\n"))
 	f := bytes.Fields(line)
-	var busy float64
 	for i, x := range f[1:] {
 		if i == 3 || i == 4 { // idle, iowait
 			continue
 		}
 		v, _ := strconv.ParseFloat(string(x), 64)
 		busy += v
+		if i == 7 {
+			steal = v
+		}
 	}
-	return busy / clockTicks
+	return busy / clockTicks, steal / clockTicks
 }
 
 // cpuSampler samples the CPU of the daemons (pids) and of the machine every
@@ -73,7 +80,8 @@ func cpuSampler(pids []int) (stop func() []cpuSample) {
 			for _, p := range pids {
 				d += procCPU(p)
 			}
-			s = append(s, cpuSample{time.Now(), d, machineBusy()})
+			busy, steal := machineBusy()
+			s = append(s, cpuSample{time.Now(), d, busy, steal})
 			select {
 			case <-done:
 				out <- s
@@ -88,8 +96,8 @@ func cpuSampler(pids []int) (stop func() []cpuSample) {
 // cpuShare is how many CPUs the daemons, and the machine as a whole, kept
 // busy on average over a window.
 type cpuShare struct {
-	Window           time.Duration
-	Daemons, Machine float64 // cores
+	Window                  time.Duration
+	Daemons, Machine, Steal float64 // cores
 }
 
 // shareBetween is the share over the samples within [from, to], nil when
@@ -109,7 +117,8 @@ func shareBetween(s []cpuSample, from, to time.Time) *cpuShare {
 		return nil
 	}
 	w := b.at.Sub(a.at)
-	return &cpuShare{Window: w, Daemons: (b.daemons - a.daemons) / w.Seconds(), Machine: (b.busy - a.busy) / w.Seconds()}
+	return &cpuShare{Window: w, Daemons: (b.daemons - a.daemons) / w.Seconds(), Machine: (b.busy - a.busy) / w.Seconds(),
+		Steal: (b.steal - a.steal) / w.Seconds()}
 }
 
 func (c *cpuShare) String() string {
@@ -121,6 +130,6 @@ func (c *cpuShare) of(who string) string {
 	if c == nil {
 		return "not measured (window too short)"
 	}
-	return fmt.Sprintf("%s %.2f of %d cores, whole machine %.2f (sampled over %s)",
-		who, c.Daemons, runtime.NumCPU(), c.Machine, c.Window.Round(100*time.Millisecond))
+	return fmt.Sprintf("%s %.2f of %d cores, whole machine %.2f, of it stolen by the hypervisor %.2f (sampled over %s)",
+		who, c.Daemons, runtime.NumCPU(), c.Machine, c.Steal, c.Window.Round(100*time.Millisecond))
 }
