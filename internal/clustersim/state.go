@@ -228,13 +228,8 @@ func (s *pinState) pull(epoch string, seq uint64, digest string, limit int) (str
 	return s.sinceLocked(seq, limit)
 }
 
-// since lists entries stored after seq, oldest first, at most limit.
-func (s *pinState) since(seq uint64, limit int) (epoch string, out []Entry, last uint64, more bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sinceLocked(seq, limit)
-}
-
+// sinceLocked lists entries stored after seq, oldest first, at most limit.
+// Called with s.mu held.
 func (s *pinState) sinceLocked(seq uint64, limit int) (epoch string, out []Entry, last uint64, more bool) {
 	for i := seq; i < uint64(len(s.bySeq)); i++ {
 		e := s.entries[s.bySeq[i]]

@@ -82,11 +82,11 @@ func TestSincePagesOnlyChanges(t *testing.T) {
 	if _, err := s.stampLocal(Entry{CID: "a", Deleted: true}, "p"); err != nil {
 		t.Fatal(err)
 	}
-	_, page, last, more := s.since(0, 2)
+	epoch, page, last, more := s.pull("", 0, "", 2)
 	if len(page) != 2 || !more || page[0].CID != "b" {
 		t.Fatalf("first page %+v more=%v", page, more)
 	}
-	_, page, _, more = s.since(last, 2)
+	_, page, _, more = s.pull(epoch, last, "", 2)
 	if len(page) != 1 || more || page[0].CID != "a" || !page[0].Deleted {
 		t.Fatalf("second page %+v more=%v", page, more)
 	}
