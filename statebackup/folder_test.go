@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -356,5 +357,32 @@ func TestRestoreNamesTheReplacedFolderByTime(t *testing.T) {
 	}
 	if _, err := os.Stat(raft + ".replaced-20260301T100002Z"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The copy is in every host's outage, so it is compressed at gzip's fastest
+// level (see folderGzipLevel); gzip's header says which (XFL 4: fastest).
+// Copies made at the default level by earlier releases read the same way.
+func TestCopyFolderCompressesFastest(t *testing.T) {
+	s := newTestStore(t)
+	raft, _ := makeRaftFolder(t, t.TempDir())
+	m, err := s.CopyFolder(context.Background(), raft, Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(s.Dir(), m.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	head := make([]byte, 10)
+	if _, err := io.ReadFull(f, head); err != nil {
+		t.Fatal(err)
+	}
+	if head[0] != 0x1f || head[1] != 0x8b {
+		t.Fatalf("archive does not start as gzip: % x", head[:2])
+	}
+	if head[8] != 4 {
+		t.Fatalf("gzip XFL = %d, want 4 (fastest compression)", head[8])
 	}
 }
