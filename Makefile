@@ -40,10 +40,13 @@ staticcheck:
 # Benchmarks print figures (downtime next to a plain script, restart skew);
 # BenchmarkScale prints one row per cluster size of BENCH_N (N daemons and N
 # simulated peers). A subset: make bench BENCH=Scale BENCH_N=3,10
-BENCH   ?= .
-BENCH_N ?= 3,10,50,100
+# BENCH_RUNS runs each size that many times and prints the median downtime
+# ratio: make bench BENCH=Scale BENCH_N=50 BENCH_RUNS=7
+BENCH      ?= .
+BENCH_N    ?= 3,10,50,100
+BENCH_RUNS ?= 1
 bench:
-	UPGRADED_BENCH_N=$(BENCH_N) $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 120m ./internal/e2e/ ./statebackup/
+	UPGRADED_BENCH_N=$(BENCH_N) UPGRADED_BENCH_RUNS=$(BENCH_RUNS) $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 240m ./internal/e2e/ ./statebackup/
 
 # Fuzz targets of hostile input, each run for FUZZTIME; prints the executions.
 # Go 1.26's fuzz coordinator can fail a run with a bare "context deadline
