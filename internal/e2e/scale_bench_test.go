@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -81,6 +82,7 @@ type scaleResult struct {
 	// being this process, which runs the script's health polls.
 	PlainCPU   *cpuShare
 	PlainSteps string // the plain script's steps, as Steps
+	Root       string // the hosts' folder, removed when the run returns
 	Failed     string // where the run stopped, when it did not finish
 }
 
@@ -212,6 +214,9 @@ func TestScaleHarnessSmoke(t *testing.T) {
 	if r.SourceBytes < r.ArtifactSize || r.ArtifactSize <= 0 {
 		t.Errorf("artifact server sent %d bytes for an artifact set of %d", r.SourceBytes, r.ArtifactSize)
 	}
+	if _, err := os.Stat(r.Root); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the hosts' folder %s is still there after the run (%v): runs would pile up staged releases", r.Root, err)
+	}
 	for _, want := range []string{"stop ", "state copy ", "swap+migrate ", "start ", "verify ", "last peer started "} {
 		if !strings.Contains(r.Steps, want) {
 			t.Errorf("switch steps lack %q: %s", want, r.Steps)
@@ -274,21 +279,24 @@ const scaleDirEnv = "UPGRADED_BENCH_DIR"
 // makes fsync free, so the figures are optimistic by the hosts' own fsyncs
 // (~10 in the outage, about 1 ms each on an SSD). Set UPGRADED_BENCH_DIR to
 // measure on a disk.
-func scaleRoot(tb testing.TB) (string, error) {
+//
+// The folder is removed by the returned func, which runScale defers: a
+// size's folders hold its staged releases (~3 GB at N=50, in memory on
+// /dev/shm), and BENCH_RUNS=7 left seven of them there until the benchmark
+// ended, 20 GB of a 24 GB machine by the sixth run.
+func scaleRoot() (root string, remove func(), err error) {
 	base := os.Getenv(scaleDirEnv)
 	if base == "" {
 		if root, err := os.MkdirTemp("/dev/shm", "upgraded-bench-"); err == nil {
-			tb.Cleanup(func() { os.RemoveAll(root) })
-			return root, nil
+			return root, func() { os.RemoveAll(root) }, nil
 		}
-		return tb.TempDir(), nil
+		base = os.TempDir()
 	}
-	root, err := os.MkdirTemp(base, "upgraded-bench-")
+	root, err = os.MkdirTemp(base, "upgraded-bench-")
 	if err != nil {
-		return "", fmt.Errorf("making the hosts' folder in %s: %w", base, err)
+		return "", nil, fmt.Errorf("making the hosts' folder in %s: %w", base, err)
 	}
-	tb.Cleanup(func() { os.RemoveAll(root) })
-	return root, nil
+	return root, func() { os.RemoveAll(root) }, nil
 }
 
 func scaleDirDescription() string {
@@ -329,10 +337,12 @@ func runScale(tb testing.TB, n int) (r *scaleResult, err error) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute+time.Duration(n)*9*time.Second)
 	defer cancel()
-	root, err := scaleRoot(tb)
+	root, remove, err := scaleRoot()
 	if err != nil {
 		return r, err
 	}
+	r.Root = root
+	defer remove() // after the cluster's deferred Close: nothing runs in it any more
 	if keep := os.Getenv(scaleKeepEnv); keep != "" {
 		// Kept for reading the daemons' logs after a failed size.
 		root = filepath.Join(keep, fmt.Sprintf("N%d-%d", n, time.Now().Unix()))
