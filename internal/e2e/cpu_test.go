@@ -55,7 +55,8 @@ func machineBusy() (busy, steal float64) {
 	line, _, _ := bytes.Cut(b, []byte("\n"))
 	f := bytes.Fields(line)
 	for i, x := range f[1:] {
-		if i == 3 || i == 4 { // idle, iowait
+		// idle, iowait; and guest, guest_nice, which user and nice already count.
+		if i == 3 || i == 4 || i >= 8 {
 			continue
 		}
 		v, _ := strconv.ParseFloat(string(x), 64)
